@@ -1,0 +1,36 @@
+"""The vocabulary of the wire protocol: task kinds, states and failure classes.
+
+Kept as ``str`` enums so values serialize to JSON and compare to plain strings.
+"""
+
+from enum import StrEnum
+
+
+class TaskKind(StrEnum):
+    METADATA = "metadata"  # find what exists for an inventory item on one site
+    DOWNLOAD = "download"  # fetch one found post / file / video of one site
+
+
+class TaskState(StrEnum):
+    QUEUED = "queued"  # waiting; may carry an available_at in the future (backoff, cooldown)
+    LEASED = "leased"  # held by exactly one live lease
+    DONE = "done"
+    NOT_FOUND = "not_found"  # metadata only: nothing found after the last attempt
+    DEAD = "dead"  # permanent failure or out of attempts; listed in reports
+
+
+#: States a task never leaves on its own (only an operator's requeue moves it).
+FINAL_TASK_STATES = frozenset({TaskState.DONE, TaskState.NOT_FOUND, TaskState.DEAD})
+
+
+class ItemState(StrEnum):
+    PENDING = "pending"  # some metadata task still queued or leased
+    FOUND = "found"  # at least one site found something
+    NOT_FOUND = "not_found"  # every site gave up finding it
+    FAILED = "failed"  # nothing found and at least one site failed for good
+
+
+class FailureClass(StrEnum):
+    PERMANENT = "permanent"  # 404, unsupported URL, no extractor: retrying cannot help
+    RATE_LIMITED = "rate_limited"  # 429: the whole site cools down for every client
+    TRANSIENT = "transient"  # 5xx, network: retry with backoff until max attempts

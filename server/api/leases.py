@@ -1,0 +1,107 @@
+"""The node protocol: lease tasks, heartbeat, release, and submit results."""
+
+from flask import g
+
+from .. import context
+from ..auth import auth_required
+from ..extensions import db
+from ..leasing import extend_lease, lease_tasks, release_lease, submit_results
+from ..models import Role
+from ..schemas import (
+    ExtendRequestSchema,
+    LeaseRequestSchema,
+    LeaseSchema,
+    LeaseStateSchema,
+    ReleaseRequestSchema,
+    ReleaseResponseSchema,
+    SubmitRequestSchema,
+    SubmitResponseSchema,
+)
+from . import ApiBlueprint
+
+blp = ApiBlueprint("leases", __name__, url_prefix="/leases", description="Lease tasks and report their results")
+
+
+@blp.route("", methods=["POST"])
+@auth_required(Role.CLIENT, client_protocol=True)
+@blp.arguments(LeaseRequestSchema)
+@blp.response(201, LeaseSchema, description="A lease with 1..n tasks")
+@blp.alt_response(200, schema=LeaseSchema, description="Nothing available now: no lease, and retry_after")
+def create_lease(request):
+    """Lease up to n queued tasks of one kind (and one site for downloads)"""
+    grant = lease_tasks(
+        db.session,
+        client=g.api_key,
+        kind=request["kind"],
+        n=request["n"],
+        site=request.get("site"),
+        lease_seconds=request.get("lease_seconds"),
+        sites=context.sites(),
+        policy=context.policy(),
+    )
+    lease = grant.lease
+    used_sites = {task["site"] for task in grant.tasks}
+    body = {
+        "lease_id": lease.id if lease else None,
+        "kind": request["kind"],
+        "site": request.get("site"),
+        "expires_at": lease.expires_at if lease else None,
+        "tasks": grant.tasks,
+        "sites": {name: context.sites().get(name).describe() for name in used_sites if name in context.sites()},
+        "retry_after": grant.retry_after,
+    }
+    return (body, 201) if lease else (body, 200)
+
+
+@blp.route("/<lease_id>/extend", methods=["POST"])
+@auth_required(Role.CLIENT, client_protocol=True)
+@blp.arguments(ExtendRequestSchema)
+@blp.response(200, LeaseStateSchema)
+def extend(request, lease_id):
+    """Heartbeat: push the lease's expiry out (seconds, default the kind's lease length)"""
+    return extend_lease(
+        db.session, lease_id=lease_id, client=g.api_key, seconds=request.get("seconds"), policy=context.policy()
+    )
+
+
+@blp.route("/<lease_id>/release", methods=["POST"])
+@auth_required(Role.CLIENT, client_protocol=True)
+@blp.arguments(ReleaseRequestSchema)
+@blp.response(200, ReleaseResponseSchema)
+def release(request, lease_id):
+    """Hand unfinished tasks back to the queue without charging an attempt"""
+    released = release_lease(db.session, lease_id=lease_id, client=g.api_key, task_ids=request.get("task_ids"))
+    return {"released": released}
+
+
+@blp.route("/<lease_id>/results", methods=["POST"])
+@auth_required(Role.CLIENT, client_protocol=True)
+@blp.arguments(SubmitRequestSchema)
+@blp.response(200, SubmitResponseSchema, description="Every result recorded (or already recorded)")
+@blp.alt_response(409, schema=SubmitResponseSchema, description="Some tasks are no longer held by this lease")
+def submit(request, lease_id):
+    """Submit results; tasks this lease no longer holds are refused, the others recorded"""
+    outcome = submit_results(
+        db.session,
+        lease_id=lease_id,
+        client=g.api_key,
+        results=request["results"],
+        sites=context.sites(),
+        policy=context.policy(),
+    )
+    code = 409 if outcome.conflicts else 200
+    message = f"{len(outcome.accepted)} accepted, {len(outcome.unchanged)} already recorded"
+    if outcome.conflicts:
+        message += f", {len(outcome.conflicts)} refused: this lease no longer holds task(s) " + ", ".join(
+            str(task_id) for task_id in outcome.conflicts[:20]
+        )
+    body = {
+        "code": code,
+        "status": "OK" if code == 200 else "Conflict",
+        "message": message,
+        "accepted": outcome.accepted,
+        "unchanged": outcome.unchanged,
+        "conflicts": outcome.conflicts,
+        "download_tasks_created": outcome.download_tasks_created,
+    }
+    return body, code

@@ -1,0 +1,399 @@
+"""Inventory import: CSV rows of wanted items become items and their metadata tasks.
+
+Streamed in chunks of ``IMPORT_CHUNK_ROWS`` rows, one transaction each, so a file of
+millions of rows needs flat memory and never holds the database for long. A row is
+either imported whole or rejected with its line number and reason; re-importing the
+same file changes nothing; a changed row updates its item (and resets the metadata
+tasks whose target changed).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import urllib.parse
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TextIO
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from common.states import ItemState, TaskKind, TaskState
+
+from .database import utcnow
+from .errors import InvalidInput
+from .leasing import refresh_item_states
+from .models import Item, Task
+from .sites import SiteRegistry
+
+RESERVED_COLUMNS = ("key", "url", "query", "title", "sites", "priority")
+MAX_REPORTED_ERRORS = 1000
+MAX_KEY = 500
+MAX_TEXT = 4000
+PRIORITY_RANGE = (-1_000_000, 1_000_000)
+_SITE_SEPARATORS = re.compile(r"[\s,;|]+")
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    reason: str
+    key: str | None = None
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+@dataclass
+class ImportReport:
+    import_id: str
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    errors: list[RowError] = field(default_factory=list)
+    #: Set when the file itself could not be read to the end (e.g. not UTF-8).
+    aborted: str | None = None
+
+    @property
+    def errors_truncated(self) -> bool:
+        return self.rejected > len(self.errors)
+
+    def summary(self) -> str:
+        return f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}, rejected {self.rejected}"
+
+
+class RowRejected(Exception):
+    pass
+
+
+@dataclass
+class _Row:
+    line: int
+    key: str
+    url: str | None
+    query: str | None
+    title: str | None
+    sites: list[str] | None
+    priority: int
+    extra: dict[str, str]
+    targets: dict[str, str]  # site name -> URL the metadata task resolves
+    content_hash: str
+
+
+def import_inventory(
+    session: Session,
+    stream: TextIO,
+    *,
+    sites: SiteRegistry,
+    chunk_rows: int = 1000,
+    on_error: Callable[[RowError], None] | None = None,
+    now: datetime | None = None,
+) -> ImportReport:
+    """Import a CSV text stream (opened with ``newline=''``). Header problems raise InvalidInput."""
+    report = ImportReport(import_id=str(uuid.uuid4()))
+    lines = _CountingLines(stream)
+    reader = csv.reader(lines)
+    header = _read_header(reader, lines)
+    extra_columns = [name for name in header if name not in RESERVED_COLUMNS]
+
+    def reject(error: RowError) -> None:
+        report.rejected += 1
+        if len(report.errors) < MAX_REPORTED_ERRORS:
+            report.errors.append(error)
+        if on_error is not None:
+            on_error(error)
+
+    chunk: list[_Row] = []
+    while True:
+        start = lines.count + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            reject(RowError(start, f"malformed CSV: {exc}"))
+            continue
+        except UnicodeDecodeError as exc:
+            report.aborted = f"line {lines.count + 1}: the file is not UTF-8 ({exc.reason}); stopped reading here"
+            break
+        if not any(value.strip() for value in values):
+            continue  # blank line
+        try:
+            chunk.append(_parse_row(values, header, extra_columns, start, sites))
+        except RowRejected as exc:
+            reject(RowError(start, str(exc)))
+            continue
+        if len(chunk) >= chunk_rows:
+            _store_chunk(session, chunk, report, reject, now or utcnow())
+            chunk = []
+    if chunk:
+        _store_chunk(session, chunk, report, reject, now or utcnow())
+    return report
+
+
+class _CountingLines:
+    """Feeds the csv reader line by line and counts, so errors carry the row's first line."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = iter(stream)
+        self.count = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._stream)
+        self.count += 1
+        return line
+
+
+def _read_header(reader, lines: _CountingLines) -> list[str]:
+    try:
+        for values in reader:
+            if any(value.strip() for value in values):
+                break
+        else:
+            raise InvalidInput.at(["header"], "the file is empty: expected a header row", location="csv")
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise InvalidInput.at(["header"], f"cannot read the header row: {exc}", location="csv") from None
+    header = [value.strip().lower() for value in values]
+    if "" in header:
+        position = header.index("") + 1
+        raise InvalidInput.at(["header"], f"column {position} has no name", location="csv")
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        raise InvalidInput.at(["header"], f"duplicate column(s): {', '.join(duplicates)}", location="csv")
+    if "url" not in header and "query" not in header:
+        raise InvalidInput.at(
+            ["header"], f"needs a 'url' or a 'query' column; found: {', '.join(header)}", location="csv"
+        )
+    return header
+
+
+def _parse_row(values: list[str], header: list[str], extra_columns: list[str], line: int, sites: SiteRegistry) -> _Row:
+    if len(values) > len(header):
+        raise RowRejected(f"has {len(values)} fields but the header has {len(header)}")
+    fields = {name: (values[i].strip() if i < len(values) else "") for i, name in enumerate(header)}
+    url = fields.get("url") or None
+    query = fields.get("query") or None
+    if url and query:
+        raise RowRejected("give a url or a query, not both")
+    if not url and not query:
+        raise RowRejected("needs a url or a query")
+    if url is not None:
+        if len(url) > MAX_TEXT:
+            raise RowRejected(f"url is longer than {MAX_TEXT} characters")
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise RowRejected(f"url must be an http(s) URL, got {url!r}")
+    if query is not None:
+        query = _SPACES.sub(" ", query)
+        if len(query) > MAX_TEXT:
+            raise RowRejected(f"query is longer than {MAX_TEXT} characters")
+    key = fields.get("key") or (url if url is not None else f"query:{query}")
+    if len(key) > MAX_KEY:
+        raise RowRejected(f"key is longer than {MAX_KEY} characters; give a shorter 'key' column")
+    title = fields.get("title") or None
+    if title is not None and len(title) > MAX_TEXT:
+        raise RowRejected(f"title is longer than {MAX_TEXT} characters")
+
+    restriction = None
+    if fields.get("sites"):
+        restriction = list(dict.fromkeys(name for name in _SITE_SEPARATORS.split(fields["sites"]) if name))
+        unknown = [name for name in restriction if name not in sites]
+        if unknown:
+            raise RowRejected(f"unknown site(s) {', '.join(unknown)}; known: {', '.join(sites.names()) or 'none'}")
+
+    priority = 0
+    if fields.get("priority"):
+        try:
+            priority = int(fields["priority"])
+        except ValueError:
+            raise RowRejected(f"priority must be an integer, got {fields['priority']!r}") from None
+        if not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
+            raise RowRejected(f"priority must be between {PRIORITY_RANGE[0]} and {PRIORITY_RANGE[1]}")
+
+    targets = _targets(url, query, restriction, sites)
+    extra = {name: fields[name] for name in extra_columns if fields.get(name)}
+    content = json.dumps([url, query, title, restriction, priority, extra], sort_keys=True, ensure_ascii=False)
+    return _Row(
+        line,
+        key,
+        url,
+        query,
+        title,
+        restriction,
+        priority,
+        extra,
+        targets,
+        hashlib.sha256(content.encode("utf-8")).hexdigest(),
+    )
+
+
+def _targets(url: str | None, query: str | None, restriction: list[str] | None, sites: SiteRegistry) -> dict[str, str]:
+    """Which sites resolve the item, and at which concrete URL."""
+    if url is not None:
+        site = sites.for_url(url)
+        if site is None:
+            raise RowRejected("no configured site matches this url")
+        if restriction is not None and site.name not in restriction:
+            raise RowRejected(f"url belongs to site {site.name!r}, which is not in its sites column")
+        return {site.name: url}
+    if restriction is not None:
+        cannot = [name for name in restriction if sites.get(name).search_url is None]
+        if cannot:
+            raise RowRejected(f"site(s) {', '.join(cannot)} cannot search for a query (no search_url)")
+        chosen = [sites.get(name) for name in restriction]
+    else:
+        chosen = [site for site in sites if site.search_url is not None]
+        if not chosen:
+            raise RowRejected("no configured site can search for a query (none has a search_url)")
+    return {site.name: site.search_url_for(query) for site in chosen}
+
+
+def _store_chunk(session: Session, rows: list[_Row], report: ImportReport, reject, now: datetime) -> None:
+    existing = {
+        row.key: row
+        for row in session.execute(
+            select(Item.id, Item.key, Item.content_hash, Item.import_id, Item.import_line).where(
+                Item.key.in_({row.key for row in rows})
+            )
+        )
+    }
+    seen_here: dict[str, _Row] = {}
+    new_rows: list[_Row] = []
+    touched: list[dict[str, Any]] = []
+    changed: list[tuple[int, _Row]] = []
+    for row in rows:
+        earlier = seen_here.get(row.key)
+        stored = existing.get(row.key)
+        earlier_line = earlier.line if earlier is not None else None
+        earlier_hash = earlier.content_hash if earlier is not None else None
+        if earlier is None and stored is not None and stored.import_id == report.import_id:
+            earlier_line, earlier_hash = stored.import_line, stored.content_hash
+        if earlier_line is not None:
+            if earlier_hash == row.content_hash:
+                report.unchanged += 1  # the same row twice in one file is harmless
+            else:
+                reject(
+                    RowError(
+                        row.line, f"key {row.key!r} already used on line {earlier_line} with other values", row.key
+                    )
+                )
+            continue
+        seen_here[row.key] = row
+        if stored is None:
+            new_rows.append(row)
+        elif stored.content_hash == row.content_hash:
+            report.unchanged += 1
+            touched.append({"id": stored.id, "import_id": report.import_id, "import_line": row.line})
+        else:
+            changed.append((stored.id, row))
+
+    if new_rows:
+        ids = dict(
+            session.execute(
+                Item.__table__.insert().returning(Item.key, Item.id),
+                [_item_values(row, report.import_id, now) | {"created_at": now} for row in new_rows],
+            ).all()
+        )
+        session.execute(
+            Task.__table__.insert(),
+            [
+                _new_metadata_task(ids[row.key], site, url, row.priority, now)
+                for row in new_rows
+                for site, url in row.targets.items()
+            ],
+        )
+        report.added += len(new_rows)
+    if touched:
+        session.execute(update(Item), touched)
+    for item_id, row in changed:
+        _apply_change(session, item_id, row, report.import_id, now)
+    if changed:
+        refresh_item_states(session, [item_id for item_id, _ in changed])
+        report.updated += len(changed)
+    session.commit()
+
+
+def _item_values(row: _Row, import_id: str, now: datetime) -> dict[str, Any]:
+    return {
+        "key": row.key,
+        "url": row.url,
+        "query": row.query,
+        "title": row.title,
+        "sites": row.sites,
+        "priority": row.priority,
+        "extra": row.extra,
+        "content_hash": row.content_hash,
+        "state": ItemState.PENDING,
+        "import_id": import_id,
+        "import_line": row.line,
+        "updated_at": now,
+    }
+
+
+def _new_metadata_task(item_id: int, site: str, url: str, priority: int, now: datetime) -> dict[str, Any]:
+    return {
+        "kind": TaskKind.METADATA,
+        "site": site,
+        "item_id": item_id,
+        "url": url,
+        "state": TaskState.QUEUED,
+        "priority": priority,
+        "attempts": 0,
+        "available_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _apply_change(session: Session, item_id: int, row: _Row, import_id: str, now: datetime) -> None:
+    """A changed row: new values, and a fresh start for sites whose target URL changed."""
+    session.execute(update(Item).where(Item.id == item_id).values(**_item_values(row, import_id, now)))
+    current = dict(
+        session.execute(
+            select(Task.site, Task.url).where(Task.item_id == item_id, Task.kind == TaskKind.METADATA)
+        ).all()
+    )
+    dropped = [site for site in current if site not in row.targets]
+    if dropped:
+        # A lease still holding one of these gets a conflict for it when it reports.
+        session.execute(
+            delete(Task).where(Task.item_id == item_id, Task.kind == TaskKind.METADATA, Task.site.in_(dropped))
+        )
+    for site, url in row.targets.items():
+        if site not in current:
+            session.execute(Task.__table__.insert(), [_new_metadata_task(item_id, site, url, row.priority, now)])
+        elif current[site] != url:
+            session.execute(
+                update(Task)
+                .where(Task.item_id == item_id, Task.kind == TaskKind.METADATA, Task.site == site)
+                .values(
+                    url=url,
+                    state=TaskState.QUEUED,
+                    attempts=0,
+                    available_at=now,
+                    lease_id=None,
+                    error_class=None,
+                    last_error=None,
+                    last_error_at=None,
+                    found_count=None,
+                    done_by=None,
+                    done_at=None,
+                    updated_at=now,
+                )
+            )
+    # The new priority applies to whatever of this item still waits in the queue.
+    session.execute(
+        update(Task)
+        .where(Task.item_id == item_id, Task.state == TaskState.QUEUED)
+        .values(priority=row.priority, updated_at=now)
+    )

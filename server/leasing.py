@@ -1,0 +1,633 @@
+"""Leasing: one mechanism for every task kind.
+
+A lease hands a client up to 100 queued tasks at once, with an unguessable id and an
+expiry. Heartbeats extend it; a release hands tasks back; results end it. A lease
+that expires is reclaimed the next time anyone asks for work (no cron): its unfinished
+tasks go back to the queue, and a late result for a task someone else now holds is
+refused (409). Every function is one transaction and takes the clock as ``now``.
+
+Atomicity: on SQLite every write transaction starts with ``BEGIN IMMEDIATE`` (one
+writer at a time); on PostgreSQL candidates are picked ``FOR UPDATE SKIP LOCKED``.
+Lock order everywhere is lease row, then its task rows, so reclaim and submit cannot
+deadlock.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy.orm import Session
+
+from common.states import FailureClass, ItemState, TaskKind, TaskState
+
+from .database import dialect_insert, is_postgresql, utcnow
+from .errors import Conflict, InvalidInput, NotFound
+from .models import ApiKey, File, Item, Lease, LeaseState, SiteState, Task
+from .sites import SiteRegistry
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 100
+#: Leases reclaimed per call: bounds the work a single lease request can be charged with.
+RECLAIM_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    """Timeouts, attempts and backoff, per task kind where they differ."""
+
+    lease_seconds: Mapping[str, int]
+    max_lease_seconds: int
+    max_attempts: Mapping[str, int]
+    retry_backoff: int
+    retry_backoff_max: int
+    not_found_backoff: int
+    not_found_backoff_max: int
+    default_retry_after: int
+    max_retry_after: int
+    empty_queue_retry_after: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LeasePolicy:
+        return cls(
+            lease_seconds={
+                TaskKind.METADATA: config["METADATA_LEASE_SECONDS"],
+                TaskKind.DOWNLOAD: config["DOWNLOAD_LEASE_SECONDS"],
+            },
+            max_lease_seconds=config["MAX_LEASE_SECONDS"],
+            max_attempts={
+                TaskKind.METADATA: config["METADATA_MAX_ATTEMPTS"],
+                TaskKind.DOWNLOAD: config["DOWNLOAD_MAX_ATTEMPTS"],
+            },
+            retry_backoff=config["RETRY_BACKOFF_SECONDS"],
+            retry_backoff_max=config["RETRY_BACKOFF_MAX_SECONDS"],
+            not_found_backoff=config["NOT_FOUND_BACKOFF_SECONDS"],
+            not_found_backoff_max=config["NOT_FOUND_BACKOFF_MAX_SECONDS"],
+            default_retry_after=config["DEFAULT_RETRY_AFTER_SECONDS"],
+            max_retry_after=config["MAX_RETRY_AFTER_SECONDS"],
+            empty_queue_retry_after=config["EMPTY_QUEUE_RETRY_AFTER_SECONDS"],
+        )
+
+    def lease_length(self, kind: str, requested: int | None) -> timedelta:
+        seconds = self.lease_seconds[kind] if requested is None else requested
+        return timedelta(seconds=max(1, min(seconds, self.max_lease_seconds)))
+
+    def retry_delay(self, attempts: int) -> timedelta:
+        """Exponential: base, 2 base, 4 base, ... capped."""
+        return timedelta(seconds=min(self.retry_backoff * 2 ** max(attempts - 1, 0), self.retry_backoff_max))
+
+    def not_found_delay(self, attempts: int) -> timedelta:
+        seconds = self.not_found_backoff * 2 ** max(attempts - 1, 0)
+        return timedelta(seconds=min(seconds, self.not_found_backoff_max))
+
+    def cooldown(self, retry_after: float | None) -> timedelta:
+        seconds = self.default_retry_after if retry_after is None else retry_after
+        return timedelta(seconds=max(1.0, min(float(seconds), self.max_retry_after)))
+
+
+@dataclass
+class Grant:
+    """What a lease request got: a lease with tasks, or nothing and when to ask again."""
+
+    lease: Lease | None
+    tasks: list[dict[str, Any]] = field(default_factory=list)
+    retry_after: int | None = None
+
+
+@dataclass
+class SubmitOutcome:
+    accepted: list[int] = field(default_factory=list)
+    #: Results already recorded for this lease (a re-sent submit): nothing changed.
+    unchanged: list[int] = field(default_factory=list)
+    #: Tasks this lease does not hold (reclaimed and handed on, or never its own).
+    conflicts: list[int] = field(default_factory=list)
+    download_tasks_created: int = 0
+
+
+# --------------------------------------------------------------------------- lease
+
+
+def lease_tasks(
+    session: Session,
+    *,
+    client: ApiKey,
+    kind: str,
+    n: int,
+    sites: SiteRegistry,
+    policy: LeasePolicy,
+    site: str | None = None,
+    lease_seconds: int | None = None,
+    now: datetime | None = None,
+) -> Grant:
+    """Lease up to ``n`` queued tasks of ``kind`` (of ``site``; downloads need one)."""
+    now = now or utcnow()
+    kind = _check_kind(kind)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
+        raise InvalidInput.at(["n"], f"must be an integer from 1 to {MAX_BATCH}")
+    if kind == TaskKind.DOWNLOAD and site is None:
+        raise InvalidInput.at(["site"], "download leases are per site: name the site")
+    if site is not None and site not in sites:
+        raise InvalidInput.at(["site"], f"unknown site {site!r}; known: {', '.join(sites.names()) or 'none'}")
+
+    reclaim_expired(session, policy=policy, now=now)
+
+    cooling = _cooling_sites(session, now)
+    if site is not None and site in cooling:
+        session.commit()
+        return Grant(None, retry_after=_seconds_until(cooling[site], now))
+
+    configured = sites.get(site) if site else None
+    if kind == TaskKind.DOWNLOAD and configured is not None and configured.max_in_flight:
+        n = min(n, configured.max_in_flight - _in_flight(session, site, now))
+        if n <= 0:
+            session.commit()
+            return Grant(None, retry_after=policy.empty_queue_retry_after)
+
+    lease = Lease(
+        id=secrets.token_urlsafe(32),
+        kind=kind,
+        site=site,
+        client_id=client.id,
+        state=LeaseState.ACTIVE,
+        task_count=0,
+        created_at=now,
+        expires_at=now + policy.lease_length(kind, lease_seconds),
+    )
+    session.add(lease)
+    session.flush()
+
+    candidates = (
+        select(Task.id)
+        .where(Task.state == TaskState.QUEUED, Task.kind == kind, Task.available_at <= now)
+        .order_by(Task.priority.desc(), Task.id)
+        .limit(n)
+        .with_for_update(skip_locked=True)
+    )
+    if site is not None:
+        candidates = candidates.where(Task.site == site)
+    elif cooling:
+        candidates = candidates.where(Task.site.not_in(list(cooling)))
+    # Picked once, in a materialized CTE: as ``IN (subquery)`` PostgreSQL may re-run the
+    # subquery per row, and with SKIP LOCKED + LIMIT each run skips rows this very
+    # statement already updated, so more than ``n`` tasks would be leased.
+    picked = candidates.cte("picked").prefix_with("MATERIALIZED")
+    leased = session.execute(
+        update(Task)
+        .where(Task.id == picked.c.id, Task.state == TaskState.QUEUED)
+        .values(state=TaskState.LEASED, lease_id=lease.id, leased_at=now, updated_at=now)
+        .returning(
+            Task.id,
+            Task.kind,
+            Task.site,
+            Task.url,
+            Task.remote_id,
+            Task.payload,
+            Task.priority,
+            Task.attempts,
+            Task.item_id,
+        )
+        .execution_options(synchronize_session=False)
+    ).all()
+
+    if not leased:
+        session.delete(lease)
+        session.commit()
+        return Grant(None, retry_after=policy.empty_queue_retry_after)
+
+    lease.task_count = len(leased)
+    tasks = [row._asdict() for row in leased]
+    tasks.sort(key=lambda task: (-task["priority"], task["id"]))
+    if kind == TaskKind.METADATA:
+        _attach_items(session, tasks)
+    session.commit()
+    return Grant(lease, tasks)
+
+
+def _attach_items(session: Session, tasks: list[dict[str, Any]]) -> None:
+    """Metadata tasks carry their item (key, title, query...) for the node's cache and logs."""
+    item_ids = {task["item_id"] for task in tasks if task["item_id"] is not None}
+    rows = session.execute(
+        select(Item.id, Item.key, Item.title, Item.query, Item.url, Item.extra).where(Item.id.in_(item_ids))
+    ).all()
+    items = {row.id: row._asdict() for row in rows}
+    for task in tasks:
+        task["item"] = items.get(task["item_id"])
+
+
+def _cooling_sites(session: Session, now: datetime) -> dict[str, datetime]:
+    rows = session.execute(select(SiteState.name, SiteState.cooldown_until).where(SiteState.cooldown_until > now))
+    return dict(rows.all())
+
+
+def _in_flight(session: Session, site: str, now: datetime) -> int:
+    """Download tasks of ``site`` leased right now. On PostgreSQL the site row is locked
+    first, so two concurrent leases cannot both see room under the limit."""
+    if is_postgresql(session):
+        session.execute(dialect_insert(session, SiteState).values(name=site, updated_at=now).on_conflict_do_nothing())
+        session.execute(select(SiteState.name).where(SiteState.name == site).with_for_update())
+    return session.scalar(
+        select(func.count())
+        .select_from(Task)
+        .where(Task.kind == TaskKind.DOWNLOAD, Task.site == site, Task.state == TaskState.LEASED)
+    )
+
+
+def _seconds_until(moment: datetime, now: datetime) -> int:
+    return max(1, int((moment - now).total_seconds() + 0.999))
+
+
+def _check_kind(kind: str) -> TaskKind:
+    try:
+        return TaskKind(kind)
+    except ValueError:
+        raise InvalidInput.at(["kind"], f"must be one of {', '.join(TaskKind)}") from None
+
+
+# ------------------------------------------------------------ extend and release
+
+
+def _locked_lease(session: Session, lease_id: str, client: ApiKey) -> Lease:
+    lease = session.scalar(
+        select(Lease).where(Lease.id == lease_id).with_for_update().execution_options(populate_existing=True)
+    )
+    if lease is None or lease.client_id != client.id:
+        raise NotFound(f"no lease {lease_id!r} held by {client.name!r}")
+    return lease
+
+
+def extend_lease(
+    session: Session,
+    *,
+    lease_id: str,
+    client: ApiKey,
+    policy: LeasePolicy,
+    seconds: int | None = None,
+    now: datetime | None = None,
+) -> Lease:
+    """Heartbeat: the lease now expires ``seconds`` from ``now`` (never earlier than before).
+
+    An expired lease that nobody reclaimed yet can still be extended: its tasks were
+    never handed on. One that was reclaimed cannot (409).
+    """
+    now = now or utcnow()
+    lease = _locked_lease(session, lease_id, client)
+    if lease.state != LeaseState.ACTIVE:
+        session.rollback()
+        raise Conflict(f"lease {lease_id} is {lease.state}; it can no longer be extended", extra={"state": lease.state})
+    lease.expires_at = max(lease.expires_at, now + policy.lease_length(lease.kind, seconds))
+    session.commit()
+    return lease
+
+
+def release_lease(
+    session: Session,
+    *,
+    lease_id: str,
+    client: ApiKey,
+    task_ids: Sequence[int] | None = None,
+    now: datetime | None = None,
+) -> list[int]:
+    """Hand tasks (all unfinished ones by default) back to the queue, attempts untouched."""
+    now = now or utcnow()
+    lease = _locked_lease(session, lease_id, client)
+    released: list[int] = []
+    if lease.state == LeaseState.ACTIVE:
+        statement = (
+            update(Task)
+            .where(Task.lease_id == lease.id, Task.state == TaskState.LEASED)
+            .values(state=TaskState.QUEUED, lease_id=None, available_at=now, updated_at=now)
+            .returning(Task.id)
+            .execution_options(synchronize_session=False)
+        )
+        if task_ids is not None:
+            statement = statement.where(Task.id.in_(list(task_ids)))
+        released = sorted(session.scalars(statement).all())
+        _end_lease_if_empty(session, lease, LeaseState.RELEASED, now)
+    session.commit()
+    return released
+
+
+def _end_lease_if_empty(session: Session, lease: Lease, state: LeaseState, now: datetime) -> None:
+    still_leased = session.scalar(select(exists().where(Task.lease_id == lease.id, Task.state == TaskState.LEASED)))
+    if not still_leased:
+        lease.state = state
+        lease.ended_at = now
+
+
+# ------------------------------------------------------------------------ reclaim
+
+
+def reclaim_expired(session: Session, *, policy: LeasePolicy, now: datetime | None = None) -> int:
+    """Put the unfinished tasks of expired leases back in the queue; returns how many.
+
+    An expired lease counts as an unsuccessful attempt, so a task that kills every node
+    that tries it ends up dead instead of circulating forever. Runs inside the caller's
+    transaction (the next lease request), and skips leases another process is handling.
+    """
+    now = now or utcnow()
+    expired = session.execute(
+        select(Lease.id, Lease.client_id)
+        .where(Lease.state == LeaseState.ACTIVE, Lease.expires_at <= now)
+        .order_by(Lease.id)
+        .limit(RECLAIM_BATCH)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not expired:
+        return 0
+    lease_ids = [row.id for row in expired]
+    session.execute(
+        update(Lease)
+        .where(Lease.id.in_(lease_ids))
+        .values(state=LeaseState.EXPIRED, ended_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    max_attempts = case(
+        (Task.kind == TaskKind.METADATA, policy.max_attempts[TaskKind.METADATA]),
+        else_=policy.max_attempts[TaskKind.DOWNLOAD],
+    )
+    reclaimed = session.execute(
+        update(Task)
+        .where(Task.lease_id.in_(lease_ids), Task.state == TaskState.LEASED)
+        .values(
+            state=case((Task.attempts + 1 >= max_attempts, TaskState.DEAD), else_=TaskState.QUEUED),
+            attempts=Task.attempts + 1,
+            lease_id=None,
+            available_at=now,
+            error_class=FailureClass.TRANSIENT,
+            last_error="lease expired before a result arrived",
+            last_error_at=now,
+            updated_at=now,
+        )
+        .returning(Task.id, Task.kind, Task.item_id, Task.state)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if reclaimed:
+        log.warning(
+            "reclaimed %d task(s) from %d expired lease(s) of client id(s) %s",
+            len(reclaimed),
+            len(lease_ids),
+            sorted({row.client_id for row in expired}),
+        )
+    refresh_item_states(
+        session, {row.item_id for row in reclaimed if row.kind == TaskKind.METADATA and row.state == TaskState.DEAD}
+    )
+    return len(reclaimed)
+
+
+# ------------------------------------------------------------------------- submit
+
+
+def submit_results(
+    session: Session,
+    *,
+    lease_id: str,
+    client: ApiKey,
+    results: Sequence[Mapping[str, Any]],
+    sites: SiteRegistry,
+    policy: LeasePolicy,
+    now: datetime | None = None,
+) -> SubmitOutcome:
+    """Record results for tasks of one lease, in one transaction.
+
+    Each result is ``{"task_id", "status": "done"|"failed", ...}``; see the schemas.
+    Results for tasks the lease no longer holds are refused (``conflicts``); the rest
+    are recorded. A result already recorded for this lease is left as it is, so
+    sending the same submit twice is harmless. Input errors raise before any write.
+    """
+    now = now or utcnow()
+    lease = _locked_lease(session, lease_id, client)
+    seen: set[int] = set()
+    for index, result in enumerate(results):
+        if result["task_id"] in seen:
+            session.rollback()
+            raise InvalidInput.at(["results", index, "task_id"], f"task {result['task_id']} appears twice")
+        seen.add(result["task_id"])
+
+    held = {
+        row.id: row
+        for row in session.execute(
+            select(
+                Task.id,
+                Task.kind,
+                Task.site,
+                Task.state,
+                Task.lease_id,
+                Task.result_lease_id,
+                Task.attempts,
+                Task.item_id,
+                Task.priority,
+            )
+            .where(Task.id.in_(seen))
+            .with_for_update()
+        )
+    }
+    outcome = SubmitOutcome()
+    accepted: list[tuple[int, Mapping[str, Any], Any]] = []
+    for index, result in enumerate(results):
+        task = held.get(result["task_id"])
+        if task is None or task.kind != lease.kind:
+            outcome.conflicts.append(result["task_id"])
+        elif task.lease_id == lease.id and task.state == TaskState.LEASED:
+            accepted.append((index, result, task))
+        elif task.result_lease_id == lease.id:
+            outcome.unchanged.append(task.id)
+        else:
+            outcome.conflicts.append(task.id)
+    try:
+        for index, result, task in accepted:
+            _check_result(index, result, task.kind, sites)
+    except InvalidInput:
+        session.rollback()
+        raise
+
+    updates: list[dict[str, Any]] = []
+    files: list[dict[str, Any]] = []
+    found: list[dict[str, Any]] = []
+    cooldowns: dict[str, tuple[datetime, str]] = {}
+    metadata_items: set[int] = set()
+    for _, result, task in accepted:
+        change = _base_change(task, lease.id, now)
+        if result["status"] == "done":
+            _record_done(change, result, task, client, policy, now, files, found, sites)
+        else:
+            _record_failure(change, result, task, policy, now, cooldowns)
+        if task.kind == TaskKind.METADATA and task.item_id is not None:
+            metadata_items.add(task.item_id)
+        updates.append(change)
+        outcome.accepted.append(task.id)
+
+    if updates:
+        session.execute(update(Task), updates)
+    if files:
+        session.execute(dialect_insert(session, File).on_conflict_do_nothing(), files)
+    if found:
+        created = session.execute(
+            dialect_insert(session, Task).on_conflict_do_nothing().returning(Task.id), found
+        ).all()
+        outcome.download_tasks_created = len(created)
+    for site_name, (until, reason) in cooldowns.items():
+        set_cooldown(session, site_name, until, reason, now)
+    refresh_item_states(session, metadata_items)
+    if lease.state == LeaseState.ACTIVE:
+        _end_lease_if_empty(session, lease, LeaseState.COMPLETED, now)
+    session.commit()
+    return outcome
+
+
+def _check_result(index: int, result: Mapping[str, Any], kind: str, sites: SiteRegistry) -> None:
+    """Shape rules that depend on the task's kind (the schema checks the rest)."""
+    where = ["results", index]
+    if result["status"] == "failed":
+        if not result.get("error_class"):
+            raise InvalidInput.at([*where, "error_class"], "a failed result needs an error_class")
+        return
+    if kind == TaskKind.DOWNLOAD:
+        if not result.get("files"):
+            raise InvalidInput.at([*where, "files"], "a done download lists at least one file")
+        return
+    if result.get("found") is None:
+        raise InvalidInput.at([*where, "found"], "a done metadata result lists what was found (an empty list: nothing)")
+    for position, thing in enumerate(result["found"]):
+        site = sites.get(thing["site"])
+        if site is None:
+            raise InvalidInput.at([*where, "found", position, "site"], f"unknown site {thing['site']!r}")
+        if site.download_url_for(str(thing["remote_id"]), thing.get("metadata") or {}, thing.get("url")) is None:
+            raise InvalidInput.at(
+                [*where, "found", position, "url"], f"site {site.name!r} has no post_url: send the url"
+            )
+
+
+def _base_change(task: Any, lease_id: str, now: datetime) -> dict[str, Any]:
+    """Every bulk-update row has the same keys, so SQLAlchemy sends one executemany."""
+    return {
+        "id": task.id,
+        "state": task.state,
+        "attempts": task.attempts,
+        "available_at": now,
+        "lease_id": None,
+        "result_lease_id": lease_id,
+        "error_class": None,
+        "last_error": None,
+        "last_error_at": None,
+        "found_count": None,
+        "bytes": None,
+        "done_by": None,
+        "done_at": None,
+        "updated_at": now,
+    }
+
+
+def _record_done(change, result, task, client, policy: LeasePolicy, now, files, found, sites: SiteRegistry) -> None:
+    if task.kind == TaskKind.DOWNLOAD:
+        change.update(
+            state=TaskState.DONE, done_by=client.id, done_at=now, bytes=sum(f["size"] for f in result["files"])
+        )
+        files.extend(
+            {
+                "task_id": task.id,
+                "client_id": client.id,
+                "path": f["path"],
+                "size": f["size"],
+                "sha256": f["sha256"].lower(),
+                "mime": f.get("mime"),
+                "phash": f.get("phash"),
+                "dhash": f.get("dhash"),
+                "created_at": now,
+            }
+            for f in result["files"]
+        )
+        return
+    things = result["found"]
+    if things:
+        change.update(state=TaskState.DONE, done_by=client.id, done_at=now, found_count=len(things))
+        for thing in things:
+            site = sites.get(thing["site"])
+            remote_id = str(thing["remote_id"])
+            metadata = thing.get("metadata") or {}
+            found.append(
+                {
+                    "kind": TaskKind.DOWNLOAD,
+                    "site": site.name,
+                    "item_id": task.item_id,
+                    "remote_id": remote_id,
+                    "url": site.download_url_for(remote_id, metadata, thing.get("url")),
+                    "payload": metadata,
+                    "state": TaskState.QUEUED,
+                    "priority": task.priority,
+                    "attempts": 0,
+                    "available_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        return
+    attempts = task.attempts + 1
+    change.update(attempts=attempts, found_count=0, last_error="nothing found", last_error_at=now)
+    if attempts >= policy.max_attempts[task.kind]:
+        change["state"] = TaskState.NOT_FOUND
+    else:
+        change.update(state=TaskState.QUEUED, available_at=now + policy.not_found_delay(attempts))
+
+
+def _record_failure(change, result, task, policy: LeasePolicy, now, cooldowns) -> None:
+    error_class = FailureClass(result["error_class"])
+    message = (result.get("error") or error_class.value)[:2000]
+    change.update(error_class=error_class, last_error=message, last_error_at=now)
+    if error_class == FailureClass.RATE_LIMITED:
+        # Not the task's fault: no attempt is charged; the site waits, the task with it.
+        until = now + policy.cooldown(result.get("retry_after"))
+        change.update(state=TaskState.QUEUED, available_at=until)
+        if task.site not in cooldowns or cooldowns[task.site][0] < until:
+            cooldowns[task.site] = (until, message)
+        return
+    attempts = task.attempts + 1
+    change["attempts"] = attempts
+    if error_class == FailureClass.PERMANENT or attempts >= policy.max_attempts[task.kind]:
+        change["state"] = TaskState.DEAD
+    else:
+        change.update(state=TaskState.QUEUED, available_at=now + policy.retry_delay(attempts))
+
+
+def set_cooldown(session: Session, site: str, until: datetime, reason: str, now: datetime | None = None) -> None:
+    """Cool ``site`` down for everyone until ``until`` (an earlier end never shortens it)."""
+    now = now or utcnow()
+    session.execute(dialect_insert(session, SiteState).values(name=site, updated_at=now).on_conflict_do_nothing())
+    session.execute(
+        update(SiteState)
+        .where(
+            SiteState.name == site,
+            (SiteState.cooldown_until.is_(None)) | (SiteState.cooldown_until < until),
+        )
+        .values(cooldown_until=until, cooldown_reason=reason[:500], updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def refresh_item_states(session: Session, item_ids: Iterable[int]) -> None:
+    """Derive each item's state from its metadata tasks, in one statement."""
+    item_ids = sorted({item_id for item_id in item_ids if item_id is not None})
+    if not item_ids:
+        return
+
+    def any_task(*states: str):
+        return exists().where(and_(Task.item_id == Item.id, Task.kind == TaskKind.METADATA, Task.state.in_(states)))
+
+    session.execute(
+        update(Item)
+        .where(Item.id.in_(item_ids))
+        .values(
+            state=case(
+                (any_task(TaskState.DONE), ItemState.FOUND),
+                (any_task(TaskState.QUEUED, TaskState.LEASED), ItemState.PENDING),
+                (any_task(TaskState.DEAD), ItemState.FAILED),
+                else_=ItemState.NOT_FOUND,
+            )
+        )
+        .execution_options(synchronize_session=False)
+    )

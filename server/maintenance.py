@@ -1,0 +1,125 @@
+"""Operator actions on the queue: list tasks (e.g. the dead-task report) and requeue them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, select, update
+from sqlalchemy.orm import Session
+
+from common.states import TaskKind, TaskState
+
+from .database import read_only, utcnow
+from .errors import InvalidInput
+from .leasing import LeasePolicy, reclaim_expired, refresh_item_states
+from .models import Lease, LeaseState, Task
+
+REQUEUEABLE = (TaskState.DEAD, TaskState.NOT_FOUND, TaskState.DONE, TaskState.QUEUED)
+
+
+def list_tasks(
+    session: Session,
+    *,
+    state: str | None = None,
+    kind: str | None = None,
+    site: str | None = None,
+    limit: int = 100,
+    after_id: int = 0,
+) -> list[dict[str, Any]]:
+    """Tasks in id order, filtered; ``after_id`` pages through long reports."""
+    read_only(session)
+    statement = (
+        select(
+            Task.id,
+            Task.kind,
+            Task.site,
+            Task.state,
+            Task.url,
+            Task.remote_id,
+            Task.item_id,
+            Task.attempts,
+            Task.error_class,
+            Task.last_error,
+            Task.last_error_at,
+            Task.available_at,
+            Task.lease_id,
+            Task.updated_at,
+        )
+        .where(Task.id > after_id)
+        .order_by(Task.id)
+        .limit(limit)
+    )
+    if state is not None:
+        statement = statement.where(Task.state == _check(TaskState, state, "state"))
+    if kind is not None:
+        statement = statement.where(Task.kind == _check(TaskKind, kind, "kind"))
+    if site is not None:
+        statement = statement.where(Task.site == site)
+    rows = [row._asdict() for row in session.execute(statement)]
+    session.commit()
+    return rows
+
+
+def requeue_tasks(
+    session: Session,
+    *,
+    task_ids: Sequence[int] | None = None,
+    state: str | None = None,
+    kind: str | None = None,
+    site: str | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Give tasks a fresh start (attempts 0, available now). Leased tasks are never touched:
+    to free stuck ones, ``reclaim_stuck`` puts back the tasks of expired leases."""
+    now = now or utcnow()
+    if task_ids is None and state is None:
+        raise InvalidInput.at(["state"], "name the tasks: by ids, or by state (dead, not_found, done, queued)")
+    statement = update(Task).where(Task.state.in_(REQUEUEABLE))
+    if task_ids is not None:
+        statement = statement.where(Task.id.in_(list(task_ids)))
+    if state is not None:
+        if _check(TaskState, state, "state") not in REQUEUEABLE:
+            raise InvalidInput.at(["state"], f"only {', '.join(REQUEUEABLE)} tasks can be requeued")
+        statement = statement.where(Task.state == state)
+    if kind is not None:
+        statement = statement.where(Task.kind == _check(TaskKind, kind, "kind"))
+    if site is not None:
+        statement = statement.where(Task.site == site)
+    changed = session.execute(
+        statement.values(
+            state=TaskState.QUEUED,
+            attempts=0,
+            available_at=now,
+            error_class=None,
+            last_error=None,
+            last_error_at=None,
+            lease_id=None,
+            updated_at=now,
+        )
+        .returning(Task.id, Task.kind, Task.item_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    refresh_item_states(session, {row.item_id for row in changed if row.kind == TaskKind.METADATA})
+    session.commit()
+    return len(changed)
+
+
+def reclaim_stuck(session: Session, *, policy: LeasePolicy, now: datetime | None = None) -> int:
+    """Reclaim every expired lease now instead of waiting for the next lease request."""
+    now = now or utcnow()
+    total = 0
+    while True:
+        total += reclaim_expired(session, policy=policy, now=now)
+        session.commit()
+        overdue = exists().where(Lease.state == LeaseState.ACTIVE, Lease.expires_at <= now)
+        if not session.scalar(select(overdue)):
+            return total
+
+
+def _check(enum, value: str, name: str):
+    try:
+        return enum(value)
+    except ValueError:
+        raise InvalidInput.at([name], f"must be one of {', '.join(enum)}") from None

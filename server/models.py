@@ -1,0 +1,185 @@
+"""Tables of the coordinator. Tasks of both kinds share one table and one leasing mechanism."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from common.states import ItemState, TaskState
+
+from .database import UTCDateTime, utcnow
+from .extensions import db
+
+#: 64-bit ids on PostgreSQL; SQLite's rowid alias must be spelled INTEGER.
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Role(StrEnum):
+    CLIENT = "client"  # lease and submit
+    ADMIN = "admin"  # also import inventory and requeue tasks
+
+
+class LeaseState(StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"  # every task got a result
+    RELEASED = "released"  # handed back by the client
+    EXPIRED = "expired"  # reclaimed: its unfinished tasks went back to the queue
+
+
+class ApiKey(db.Model):
+    """A client node (or an operator) and the hash of its key; the name is the client's name."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    client_version: Mapped[str | None] = mapped_column(String(32))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Item(db.Model):
+    """One row of the inventory: a URL or a query someone wants archived."""
+
+    __tablename__ = "items"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(500), unique=True)
+    url: Mapped[str | None] = mapped_column(Text)
+    query: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
+    sites: Mapped[list[str] | None] = mapped_column(JSON)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default=ItemState.PENDING)
+    #: Which import run last wrote the row, and from which line: finds a key repeated in one file.
+    import_id: Mapped[str | None] = mapped_column(String(36))
+    import_line: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_items_state", "state"),)
+
+
+class Task(db.Model):
+    """A unit of work of either kind, leased by exactly one live lease at a time."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    site: Mapped[str] = mapped_column(String(100))
+    #: The inventory item it came from (for downloads: the first item that found it).
+    item_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("items.id", ondelete="SET NULL"))
+    #: The site's own id of a found post (downloads); dedup key with ``site``.
+    remote_id: Mapped[str | None] = mapped_column(String(255))
+    url: Mapped[str] = mapped_column(Text)
+    #: For downloads: the post's metadata as found; written into the sidecar by the node.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default=TaskState.QUEUED)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    available_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The live lease holding it (only while leased).
+    lease_id: Mapped[str | None] = mapped_column(String(64))
+    #: The lease whose result was recorded last: makes a re-sent submit harmless.
+    result_lease_id: Mapped[str | None] = mapped_column(String(64))
+    leased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error_class: Mapped[str | None] = mapped_column(String(16))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Metadata: how many things were found. Download: bytes written.
+    found_count: Mapped[int | None] = mapped_column(Integer)
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    done_by: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index(
+            "uq_tasks_download",
+            "site",
+            "remote_id",
+            unique=True,
+            sqlite_where=text("kind = 'download'"),
+            postgresql_where=text("kind = 'download'"),
+        ),
+        Index(
+            "uq_tasks_metadata",
+            "item_id",
+            "site",
+            unique=True,
+            sqlite_where=text("kind = 'metadata'"),
+            postgresql_where=text("kind = 'metadata'"),
+        ),
+        Index("ix_tasks_lease", "lease_id"),
+        Index("ix_tasks_counts", "kind", "site", "state"),
+        Index("ix_tasks_item", "item_id"),
+        Index("ix_tasks_done_at", "done_at"),
+        Index("ix_tasks_error_at", "last_error_at"),
+    )
+
+
+# The lease query walks only queued tasks, in priority-then-age order: per site
+# (downloads) and across sites (metadata), so neither has to sort the queue.
+_QUEUED = {"sqlite_where": text("state = 'queued'"), "postgresql_where": text("state = 'queued'")}
+Index("ix_tasks_queue_all", Task.kind, Task.priority.desc(), Task.id, **_QUEUED)
+Index("ix_tasks_queue", Task.kind, Task.site, Task.priority.desc(), Task.id, **_QUEUED)
+
+
+class Lease(db.Model):
+    __tablename__ = "leases"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    site: Mapped[str | None] = mapped_column(String(100))
+    client_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    state: Mapped[str] = mapped_column(String(16), default=LeaseState.ACTIVE)
+    task_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_leases_state_expires", "state", "expires_at"),)
+
+
+class SiteState(db.Model):
+    """Shared runtime state of a site: a cooldown set by any client's 429 applies to all."""
+
+    __tablename__ = "site_states"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    cooldown_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cooldown_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class File(db.Model):
+    """A file a node downloaded and keeps under its ``--dest``: where, how big, which hashes."""
+
+    __tablename__ = "files"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    task_id: Mapped[int] = mapped_column(BigId, ForeignKey("tasks.id", ondelete="CASCADE"))
+    client_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    mime: Mapped[str | None] = mapped_column(String(100))
+    phash: Mapped[str | None] = mapped_column(String(16))
+    dhash: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("uq_files_task_path", "task_id", "client_id", "path", unique=True),
+        Index("ix_files_sha256", "sha256"),
+    )

@@ -1,0 +1,314 @@
+"""Request and response schemas: they validate every request, shape every response,
+and are the source of the OpenAPI document at ``/openapi.json``."""
+
+from __future__ import annotations
+
+import posixpath
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from common.states import FailureClass, ItemState, TaskKind, TaskState
+
+from .leasing import MAX_BATCH
+
+MAX_RESULTS_PER_SUBMIT = 1000
+MAX_FOUND_PER_RESULT = 100_000
+_HEX64 = validate.Regexp(r"^[0-9a-fA-F]{64}$", error="must be 64 hexadecimal digits")
+_HEX16 = validate.Regexp(r"^[0-9a-f]{16}$", error="must be 16 lowercase hexadecimal digits")
+
+
+class StrictSchema(ma.Schema):
+    """Unknown fields are an error: a typo should not be silently dropped."""
+
+    class Meta:
+        unknown = ma.RAISE
+
+
+class RemoteId(fields.Field):
+    """A site's id for a post: a string or an integer, stored as a string."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ma.ValidationError("must be a string or an integer")
+        value = str(value).strip()
+        if not 1 <= len(value) <= 255:
+            raise ma.ValidationError("must be 1 to 255 characters")
+        return value
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        return value
+
+
+def _relative_path(value: str) -> None:
+    normalized = posixpath.normpath(value)
+    if value.startswith("/") or normalized.startswith("..") or "\\" in value or "\0" in value:
+        raise ma.ValidationError("must be a relative path inside the node's --dest, with / separators")
+
+
+# ----------------------------------------------------------------------- leases
+
+
+class LeaseRequestSchema(StrictSchema):
+    kind = fields.String(required=True, validate=validate.OneOf([k.value for k in TaskKind]))
+    n = fields.Integer(
+        required=True, strict=True, validate=validate.Range(1, MAX_BATCH), metadata={"description": "tasks wanted"}
+    )
+    site = fields.String(validate=validate.Length(1, 100), metadata={"description": "required for download leases"})
+    lease_seconds = fields.Integer(
+        strict=True, validate=validate.Range(min=1), metadata={"description": "lease length; capped by the server"}
+    )
+
+
+class ItemRefSchema(ma.Schema):
+    id = fields.Integer()
+    key = fields.String()
+    title = fields.String(allow_none=True)
+    query = fields.String(allow_none=True)
+    url = fields.String(allow_none=True)
+    extra = fields.Dict()
+
+
+class LeasedTaskSchema(ma.Schema):
+    id = fields.Integer()
+    kind = fields.String()
+    site = fields.String()
+    url = fields.String(metadata={"description": "what to resolve (metadata) or download"})
+    remote_id = fields.String(allow_none=True)
+    priority = fields.Integer()
+    attempts = fields.Integer()
+    metadata = fields.Dict(
+        attribute="payload", allow_none=True, metadata={"description": "download: the post's metadata as found"}
+    )
+    item = fields.Nested(ItemRefSchema, allow_none=True, metadata={"description": "metadata: the inventory item"})
+
+
+class SiteInfoSchema(ma.Schema):
+    engine = fields.String()
+    options = fields.Dict()
+
+
+class LeaseSchema(ma.Schema):
+    lease_id = fields.String(allow_none=True)
+    kind = fields.String()
+    site = fields.String(allow_none=True)
+    expires_at = fields.AwareDateTime(allow_none=True)
+    tasks = fields.List(fields.Nested(LeasedTaskSchema))
+    sites = fields.Dict(keys=fields.String(), values=fields.Nested(SiteInfoSchema))
+    retry_after = fields.Integer(
+        allow_none=True, metadata={"description": "no tasks: seconds until asking again is worthwhile"}
+    )
+
+
+class ExtendRequestSchema(StrictSchema):
+    seconds = fields.Integer(strict=True, validate=validate.Range(min=1))
+
+
+class LeaseStateSchema(ma.Schema):
+    lease_id = fields.String(attribute="id")
+    kind = fields.String()
+    site = fields.String(allow_none=True)
+    state = fields.String()
+    expires_at = fields.AwareDateTime()
+    task_count = fields.Integer()
+
+
+class ReleaseRequestSchema(StrictSchema):
+    task_ids = fields.List(
+        fields.Integer(strict=True),
+        validate=validate.Length(max=MAX_BATCH),
+        metadata={"description": "omit to release every unfinished task"},
+    )
+
+
+class ReleaseResponseSchema(ma.Schema):
+    released = fields.List(fields.Integer())
+
+
+class FoundSchema(StrictSchema):
+    site = fields.String(required=True, validate=validate.Length(1, 100))
+    remote_id = RemoteId(required=True)
+    url = fields.Url(schemes={"http", "https"}, require_tld=False, validate=validate.Length(max=4000))
+    metadata = fields.Dict(keys=fields.String())
+
+
+class FileRecordSchema(StrictSchema):
+    path = fields.String(required=True, validate=[validate.Length(1, 4000), _relative_path])
+    size = fields.Integer(required=True, strict=True, validate=validate.Range(min=0))
+    sha256 = fields.String(required=True, validate=_HEX64)
+    mime = fields.String(validate=validate.Length(max=100), allow_none=True)
+    phash = fields.String(validate=_HEX16, allow_none=True)
+    dhash = fields.String(validate=_HEX16, allow_none=True)
+
+
+class ResultSchema(StrictSchema):
+    task_id = fields.Integer(required=True, strict=True)
+    status = fields.String(required=True, validate=validate.OneOf(["done", "failed"]))
+    found = fields.List(
+        fields.Nested(FoundSchema),
+        validate=validate.Length(max=MAX_FOUND_PER_RESULT),
+        metadata={"description": "metadata done: what exists (empty: nothing found, retried later)"},
+    )
+    files = fields.List(
+        fields.Nested(FileRecordSchema),
+        validate=validate.Length(max=10_000),
+        metadata={"description": "download done: the files written"},
+    )
+    error_class = fields.String(validate=validate.OneOf([c.value for c in FailureClass]))
+    error = fields.String(validate=validate.Length(max=2000))
+    retry_after = fields.Float(
+        validate=validate.Range(min=0), metadata={"description": "rate_limited: seconds the site asked to wait"}
+    )
+
+
+class SubmitRequestSchema(StrictSchema):
+    results = fields.List(
+        fields.Nested(ResultSchema), required=True, validate=validate.Length(1, MAX_RESULTS_PER_SUBMIT)
+    )
+
+
+class SubmitResponseSchema(ma.Schema):
+    code = fields.Integer()
+    status = fields.String()
+    message = fields.String()
+    accepted = fields.List(fields.Integer())
+    unchanged = fields.List(fields.Integer(), metadata={"description": "already recorded for this lease"})
+    conflicts = fields.List(fields.Integer(), metadata={"description": "refused: this lease does not hold them"})
+    download_tasks_created = fields.Integer()
+
+
+# -------------------------------------------------------------------- inventory
+
+
+class RowErrorSchema(ma.Schema):
+    line = fields.Integer()
+    reason = fields.String()
+    key = fields.String(allow_none=True)
+
+
+class ImportReportSchema(ma.Schema):
+    import_id = fields.String()
+    added = fields.Integer()
+    updated = fields.Integer()
+    unchanged = fields.Integer()
+    rejected = fields.Integer()
+    errors = fields.List(fields.Nested(RowErrorSchema))
+    errors_truncated = fields.Boolean()
+    aborted = fields.String(allow_none=True)
+
+
+# ------------------------------------------------------------------------ tasks
+
+
+class TaskQuerySchema(StrictSchema):
+    state = fields.String(validate=validate.OneOf([s.value for s in TaskState]))
+    kind = fields.String(validate=validate.OneOf([k.value for k in TaskKind]))
+    site = fields.String()
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    after_id = fields.Integer(load_default=0, validate=validate.Range(min=0))
+
+
+class TaskReportSchema(ma.Schema):
+    id = fields.Integer()
+    kind = fields.String()
+    site = fields.String()
+    state = fields.String()
+    url = fields.String()
+    remote_id = fields.String(allow_none=True)
+    item_id = fields.Integer(allow_none=True)
+    attempts = fields.Integer()
+    error_class = fields.String(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    last_error_at = fields.AwareDateTime(allow_none=True)
+    available_at = fields.AwareDateTime()
+    lease_id = fields.String(allow_none=True)
+    updated_at = fields.AwareDateTime()
+
+
+class TaskListSchema(ma.Schema):
+    tasks = fields.List(fields.Nested(TaskReportSchema))
+    next_after_id = fields.Integer(allow_none=True, metadata={"description": "pass as after_id for the next page"})
+
+
+class RequeueRequestSchema(StrictSchema):
+    task_ids = fields.List(fields.Integer(strict=True), validate=validate.Length(1, 100_000))
+    state = fields.String(validate=validate.OneOf([s.value for s in TaskState]))
+    kind = fields.String(validate=validate.OneOf([k.value for k in TaskKind]))
+    site = fields.String()
+
+
+class CountSchema(ma.Schema):
+    count = fields.Integer()
+
+
+# ------------------------------------------------------------------------ stats
+
+
+class ClientStatsSchema(ma.Schema):
+    name = fields.String()
+    role = fields.String()
+    version = fields.String(allow_none=True)
+    last_seen = fields.AwareDateTime(allow_none=True)
+    revoked = fields.Boolean()
+    tasks_done = fields.Integer()
+    bytes = fields.Integer()
+    done_last_hour = fields.Integer()
+    active_leases = fields.Integer()
+
+
+class SiteStatsSchema(ma.Schema):
+    tasks = fields.Dict(keys=fields.String(), values=fields.Dict(keys=fields.String(), values=fields.Integer()))
+    in_flight = fields.Integer()
+    max_in_flight = fields.Integer(allow_none=True)
+    cooldown_until = fields.AwareDateTime(allow_none=True)
+    cooldown_reason = fields.String(allow_none=True)
+    configured = fields.Boolean()
+
+
+class ErrorStatsSchema(ma.Schema):
+    error_class = fields.String()
+    error = fields.String(allow_none=True)
+    count = fields.Integer()
+    last_seen = fields.AwareDateTime()
+
+
+class ThroughputSchema(ma.Schema):
+    window_seconds = fields.Integer()
+    done = fields.Dict(keys=fields.String(), values=fields.Integer())
+    bytes = fields.Integer()
+
+
+class LeaseStatsSchema(ma.Schema):
+    active = fields.Integer()
+    tasks_leased = fields.Integer()
+    expired_unreclaimed = fields.Integer()
+
+
+class StatsSchema(ma.Schema):
+    generated_at = fields.AwareDateTime()
+    items = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        metadata={"description": f"by state ({', '.join(s.value for s in ItemState)}) and total"},
+    )
+    tasks = fields.Dict(keys=fields.String(), values=fields.Dict(keys=fields.String(), values=fields.Integer()))
+    sites = fields.Dict(keys=fields.String(), values=fields.Nested(SiteStatsSchema))
+    leases = fields.Nested(LeaseStatsSchema)
+    clients = fields.List(fields.Nested(ClientStatsSchema))
+    throughput = fields.Nested(ThroughputSchema)
+    recent_errors = fields.List(fields.Nested(ErrorStatsSchema))
+
+
+class SiteSchema(ma.Schema):
+    name = fields.String()
+    engine = fields.String()
+    search_url = fields.String(allow_none=True)
+    post_url = fields.String(allow_none=True)
+    max_in_flight = fields.Integer(allow_none=True)
+    options = fields.Dict()
+
+
+class HealthSchema(ma.Schema):
+    status = fields.String()
+    version = fields.String()
+    database = fields.String()

@@ -1,0 +1,77 @@
+"""Coordinator settings: every default in one place, each with the reason for its value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.settings import ConfigError
+
+DEFAULTS: dict[str, Any] = {
+    # SQLAlchemy URL. SQLite (WAL) is the embedded default; PostgreSQL
+    # (postgresql+psycopg://...) lets several coordinator processes share one store.
+    "DATABASE_URL": "sqlite:///var/fetchfleet.sqlite3",
+    # Sites the coordinator hands out work for; see config.py.example for the shape.
+    "SITES": {},
+    # How long a lease lives before its tasks go back to the queue (heartbeats extend it).
+    "METADATA_LEASE_SECONDS": 3600,
+    "DOWNLOAD_LEASE_SECONDS": 3600,
+    # Upper bound for a lease length a client asks for, so a typo cannot park work for weeks.
+    "MAX_LEASE_SECONDS": 6 * 3600,
+    # Unsuccessful tries (transient failures, expired leases, not found) before a task gives up.
+    "METADATA_MAX_ATTEMPTS": 5,
+    "DOWNLOAD_MAX_ATTEMPTS": 5,
+    # Transient failure n waits RETRY_BACKOFF_SECONDS * 2**(n-1), at most the max.
+    "RETRY_BACKOFF_SECONDS": 60,
+    "RETRY_BACKOFF_MAX_SECONDS": 6 * 3600,
+    # Not-found n waits NOT_FOUND_BACKOFF_SECONDS * 2**(n-1): new posts appear slowly.
+    "NOT_FOUND_BACKOFF_SECONDS": 3600,
+    "NOT_FOUND_BACKOFF_MAX_SECONDS": 7 * 86400,
+    # A 429 without Retry-After cools the site down this long; longer requests are capped.
+    "DEFAULT_RETRY_AFTER_SECONDS": 300,
+    "MAX_RETRY_AFTER_SECONDS": 86400,
+    # Hint sent to clients when nothing is available right now.
+    "EMPTY_QUEUE_RETRY_AFTER_SECONDS": 30,
+    # Clients older than this (PEP 440 version) are refused; None accepts any.
+    "MIN_CLIENT_VERSION": None,
+    # GET /stats is public unless this is true.
+    "STATS_REQUIRE_KEY": False,
+    # Largest request body for JSON endpoints; inventory uploads have their own limit.
+    "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
+    "MAX_INVENTORY_UPLOAD_BYTES": 2 * 1024 * 1024 * 1024,
+    # Inventory rows per import transaction: bounds memory and how long a writer holds SQLite.
+    "IMPORT_CHUNK_ROWS": 1000,
+}
+
+_POSITIVE_INTS = (
+    "METADATA_LEASE_SECONDS",
+    "DOWNLOAD_LEASE_SECONDS",
+    "MAX_LEASE_SECONDS",
+    "METADATA_MAX_ATTEMPTS",
+    "DOWNLOAD_MAX_ATTEMPTS",
+    "RETRY_BACKOFF_SECONDS",
+    "RETRY_BACKOFF_MAX_SECONDS",
+    "NOT_FOUND_BACKOFF_SECONDS",
+    "NOT_FOUND_BACKOFF_MAX_SECONDS",
+    "DEFAULT_RETRY_AFTER_SECONDS",
+    "MAX_RETRY_AFTER_SECONDS",
+    "EMPTY_QUEUE_RETRY_AFTER_SECONDS",
+    "IMPORT_CHUNK_ROWS",
+)
+
+
+def validate(settings: dict[str, Any]) -> None:
+    """Fail at start-up, naming the setting, rather than deep inside a request."""
+    for name in _POSITIVE_INTS:
+        value = settings.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(settings.get("DATABASE_URL"), str) or not settings["DATABASE_URL"]:
+        raise ConfigError("DATABASE_URL must be a SQLAlchemy database URL")
+    minimum = settings.get("MIN_CLIENT_VERSION")
+    if minimum is not None:
+        from packaging.version import InvalidVersion, Version
+
+        try:
+            Version(str(minimum))
+        except InvalidVersion:
+            raise ConfigError(f"MIN_CLIENT_VERSION is not a version: {minimum!r}") from None

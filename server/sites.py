@@ -1,0 +1,127 @@
+"""Sites the coordinator hands out work for, declared in config (``SITES``).
+
+The coordinator is the source of truth for sites: it turns an inventory item into the
+concrete URL a node resolves, and a found post into the URL a node downloads, so a
+node needs only its own credentials.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.settings import ConfigError
+
+ENGINES = ("gallery-dl", "yt-dlp")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    engine: str
+    #: ``str.format`` template with ``{query}`` (URL-quoted) for ``query`` items; None: no search.
+    search_url: str | None = None
+    #: Regular expressions a ``url`` item must match to belong to this site.
+    url_patterns: tuple[re.Pattern[str], ...] = ()
+    #: Template turning a found post's metadata into its download URL (e.g. ``.../post/show/{id}``);
+    #: None: the client reports the URL to download itself.
+    post_url: str | None = None
+    #: Download tasks of this site in flight across all clients; None: no limit.
+    max_in_flight: int | None = None
+    #: Non-secret engine options sent to every node with a lease (e.g. a gallery-dl instance root).
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def search_url_for(self, query: str) -> str:
+        assert self.search_url is not None
+        return self.search_url.format(query=urllib.parse.quote(query, safe=""))
+
+    def download_url_for(self, remote_id: str, metadata: Mapping[str, Any], reported_url: str | None) -> str | None:
+        """The post URL from ``post_url`` when it formats with this post's metadata, else the reported one."""
+        if self.post_url is not None:
+            try:
+                return self.post_url.format_map({**metadata, "remote_id": remote_id})
+            except (KeyError, IndexError, ValueError, AttributeError):
+                pass
+        return reported_url
+
+    def matches(self, url: str) -> bool:
+        return any(pattern.search(url) for pattern in self.url_patterns)
+
+    def describe(self) -> dict[str, Any]:
+        """What a node needs to know about the site, sent once per lease."""
+        return {"engine": self.engine, "options": dict(self.options)}
+
+
+class SiteRegistry:
+    """The configured sites, looked up by name or by URL."""
+
+    def __init__(self, sites: Iterable[Site] = ()):
+        self._by_name = {site.name: site for site in sites}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self):
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def get(self, name: str) -> Site | None:
+        return self._by_name.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def for_url(self, url: str) -> Site | None:
+        """The first site (in config order) whose patterns match ``url``."""
+        for site in self._by_name.values():
+            if site.matches(url):
+                return site
+        return None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> SiteRegistry:
+        if not isinstance(config, Mapping):
+            raise ConfigError("SITES must be a mapping of site name to its settings")
+        return cls(_parse_site(name, spec) for name, spec in config.items())
+
+
+def _parse_site(name: Any, spec: Any) -> Site:
+    where = f"SITES[{name!r}]"
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(f"{where}: a site name is 1-63 of a-z 0-9 _ . - starting with a letter or digit")
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{where} must be a mapping")
+    unknown = set(spec) - {"engine", "search_url", "url_patterns", "post_url", "max_in_flight", "options"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    engine = spec.get("engine")
+    if engine not in ENGINES:
+        raise ConfigError(f"{where}.engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    search_url = spec.get("search_url")
+    if search_url is not None and (not isinstance(search_url, str) or "{query}" not in search_url):
+        raise ConfigError(f"{where}.search_url must be a string containing {{query}}")
+    patterns = spec.get("url_patterns", [])
+    if isinstance(patterns, str) or not isinstance(patterns, list | tuple):
+        raise ConfigError(f"{where}.url_patterns must be a list of regular expressions")
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except (re.error, TypeError) as exc:
+            raise ConfigError(f"{where}.url_patterns: {pattern!r} is not a regular expression: {exc}") from None
+    post_url = spec.get("post_url")
+    if post_url is not None and not isinstance(post_url, str):
+        raise ConfigError(f"{where}.post_url must be a string template")
+    limit = spec.get("max_in_flight")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigError(f"{where}.max_in_flight must be a positive integer or None")
+    options = spec.get("options", {})
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{where}.options must be a mapping")
+    return Site(name, engine, search_url, tuple(compiled), post_url, limit, dict(options))

@@ -1,0 +1,130 @@
+"""``/stats``: what the fleet is doing, from aggregate queries only (never a table load)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from common.states import ItemState, TaskKind, TaskState
+
+from .database import read_only, utcnow
+from .models import ApiKey, Item, Lease, LeaseState, SiteState, Task
+from .sites import SiteRegistry
+
+RECENT_ERRORS_WINDOW = timedelta(hours=24)
+THROUGHPUT_WINDOW = timedelta(hours=1)
+
+
+def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None = None) -> dict[str, Any]:
+    now = now or utcnow()
+    read_only(session)
+
+    items = {state.value: 0 for state in ItemState}
+    for state, count in session.execute(select(Item.state, func.count()).group_by(Item.state)):
+        items[state] = count
+    items["total"] = sum(items.values())
+
+    tasks = {kind.value: {state.value: 0 for state in TaskState} for kind in TaskKind}
+    per_site: dict[str, dict[str, Any]] = {
+        name: {"tasks": {kind.value: {} for kind in TaskKind}} for name in sites.names()
+    }
+    counts = session.execute(
+        select(Task.kind, Task.site, Task.state, func.count()).group_by(Task.kind, Task.site, Task.state)
+    )
+    for kind, site, state, count in counts:
+        tasks.setdefault(kind, {})[state] = tasks.get(kind, {}).get(state, 0) + count
+        site_tasks = per_site.setdefault(site, {"tasks": {k.value: {} for k in TaskKind}})["tasks"]
+        site_tasks.setdefault(kind, {})[state] = count
+    for kind_counts in tasks.values():
+        kind_counts["total"] = sum(kind_counts.values())
+
+    cooldowns = session.execute(
+        select(SiteState.name, SiteState.cooldown_until, SiteState.cooldown_reason).where(
+            SiteState.cooldown_until > now
+        )
+    ).all()
+    for name, until, reason in cooldowns:
+        site_entry = per_site.setdefault(name, {"tasks": {k.value: {} for k in TaskKind}})
+        site_entry["cooldown_until"] = until
+        site_entry["cooldown_reason"] = reason
+    for name, entry in per_site.items():
+        entry.setdefault("cooldown_until", None)
+        entry["in_flight"] = entry["tasks"].get(TaskKind.DOWNLOAD, {}).get(TaskState.LEASED, 0)
+        configured = sites.get(name)
+        entry["configured"] = configured is not None
+        entry["max_in_flight"] = configured.max_in_flight if configured else None
+
+    live = (Lease.state == LeaseState.ACTIVE) & (Lease.expires_at > now)
+    active_leases, leased_tasks = session.execute(
+        select(func.count(), func.coalesce(func.sum(Lease.task_count), 0)).where(live)
+    ).one()
+    overdue = session.scalar(select(func.count()).where((Lease.state == LeaseState.ACTIVE) & (Lease.expires_at <= now)))
+
+    done_rows = session.execute(
+        select(Task.done_by, func.count(), func.coalesce(func.sum(Task.bytes), 0))
+        .where(Task.state == TaskState.DONE, Task.done_by.is_not(None))
+        .group_by(Task.done_by)
+    )
+    done_by = {key_id: (count, size) for key_id, count, size in done_rows}
+    recent = now - THROUGHPUT_WINDOW
+    recent_rows = session.execute(
+        select(Task.done_by, Task.kind, func.count(), func.coalesce(func.sum(Task.bytes), 0))
+        .where(Task.done_at > recent)
+        .group_by(Task.done_by, Task.kind)
+    )
+    throughput = {kind.value: 0 for kind in TaskKind}
+    recent_bytes = 0
+    recent_by_client: dict[int, int] = {}
+    for key_id, kind, count, size in recent_rows:
+        throughput[kind] = throughput.get(kind, 0) + count
+        recent_bytes += size
+        recent_by_client[key_id] = recent_by_client.get(key_id, 0) + count
+
+    leases_by_client = dict(
+        session.execute(select(Lease.client_id, func.count()).where(live).group_by(Lease.client_id)).all()
+    )
+    clients = []
+    for key in session.scalars(select(ApiKey).order_by(ApiKey.name)):
+        count, size = done_by.get(key.id, (0, 0))
+        clients.append(
+            {
+                "name": key.name,
+                "role": key.role,
+                "version": key.client_version,
+                "last_seen": key.last_seen_at,
+                "revoked": key.revoked_at is not None,
+                "tasks_done": count,
+                "bytes": size,
+                "done_last_hour": recent_by_client.get(key.id, 0),
+                "active_leases": leases_by_client.get(key.id, 0),
+            }
+        )
+
+    errors = session.execute(
+        select(Task.error_class, Task.last_error, func.count(), func.max(Task.last_error_at))
+        .where(Task.last_error_at > now - RECENT_ERRORS_WINDOW, Task.error_class.is_not(None))
+        .group_by(Task.error_class, Task.last_error)
+        .order_by(func.count().desc())
+        .limit(10)
+    )
+    session.commit()
+    return {
+        "generated_at": now,
+        "items": items,
+        "tasks": tasks,
+        "sites": per_site,
+        "leases": {"active": active_leases, "tasks_leased": int(leased_tasks), "expired_unreclaimed": overdue},
+        "clients": clients,
+        "throughput": {
+            "window_seconds": int(THROUGHPUT_WINDOW.total_seconds()),
+            "done": throughput,
+            "bytes": int(recent_bytes),
+        },
+        "recent_errors": [
+            {"error_class": error_class, "error": message, "count": count, "last_seen": last}
+            for error_class, message, count, last in errors
+        ],
+    }

@@ -1,0 +1,160 @@
+"""Shared fixtures: every database test runs on SQLite and on a fresh PostgreSQL database.
+
+PostgreSQL comes from TEST_DATABASE_URL (default: the local server). When it cannot be
+reached the PostgreSQL half is skipped with the reason, unless REQUIRE_POSTGRES=1
+(as in CI), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from tests.helpers import TEST_SITES, Actions
+
+DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TABLES = ("files", "tasks", "leases", "site_states", "items", "api_keys")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment(tmp_path_factory) -> Iterator[None]:
+    """No developer config.py or FETCHFLEET_* variable leaks into the tests."""
+    saved = {name: value for name, value in os.environ.items() if name.startswith("FETCHFLEET_")}
+    for name in saved:
+        del os.environ[name]
+    empty = tmp_path_factory.mktemp("config") / "empty_config.py"
+    empty.write_text("# tests: defaults only\n")
+    os.environ["FETCHFLEET_CONFIG"] = str(empty)
+    yield
+    del os.environ["FETCHFLEET_CONFIG"]
+    os.environ.update(saved)
+
+
+def _postgres_server_url() -> str:
+    return os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A brand-new PostgreSQL database for this test run, dropped at the end."""
+    server_url = make_url(_postgres_server_url())
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        reason = (
+            f"PostgreSQL not reachable at {server_url.render_as_string(hide_password=True)}: {exc.__class__.__name__}"
+        )
+        admin.dispose()
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    name = f"fetchfleet_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request, tmp_path_factory) -> str:
+    """A migrated database of each backend, created once per run."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'fetchfleet.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    from server import create_app
+    from server.cli import init_db
+
+    app = create_app({"DATABASE_URL": url})
+    with app.app_context():
+        init_db()
+        from server.extensions import db
+
+        db.engine.dispose()
+    return url
+
+
+def make_config(database_url: str, **overrides) -> dict:
+    config = {"DATABASE_URL": database_url, "SITES": TEST_SITES}
+    config.update(overrides)
+    return config
+
+
+def empty_database(app) -> None:
+    from server.extensions import db
+
+    with app.app_context():
+        with db.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+            else:
+                for table in TABLES:
+                    connection.execute(text(f"DELETE FROM {table}"))
+        db.session.remove()
+
+
+@pytest.fixture
+def app_config(database_url) -> dict:
+    """Override settings for one test by mutating this dict before asking for ``app``."""
+    return make_config(database_url)
+
+
+@pytest.fixture
+def app(app_config):
+    from server import create_app
+    from server.extensions import db
+
+    app = create_app(app_config)
+    empty_database(app)
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def ctx(app):
+    """An app context, for calling domain functions directly."""
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def session(ctx):
+    from server.extensions import db
+
+    return db.session
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def actions(app, client) -> Actions:
+    return Actions(app, client)
+
+
+@pytest.fixture
+def backend(database_url) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
