@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 
 from common.states import TaskKind, TaskState
 
@@ -45,6 +45,7 @@ def _fail(error: FetchfleetError, code: int = 1) -> None:
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command():
     """Create the tables, or upgrade them to the newest schema."""
     init_db()
@@ -52,18 +53,18 @@ def init_db_command():
 
 
 @click.command("import-csv")
+@with_appcontext
 @click.argument("file", type=click.File("rb"))
 @click.option("--quiet", is_flag=True, help="Only the summary line; not every rejected row.")
 def import_csv_command(file, quiet):
     """Import an inventory CSV FILE ('-' for stdin). Exit 1 if any row was rejected."""
     from .inventory import import_inventory
 
-    text = io.TextIOWrapper(file, encoding="utf-8-sig", newline="")
     on_error = None if quiet else (lambda error: click.echo(f"rejected {error}", err=True))
     try:
         report = import_inventory(
             db.session,
-            text,
+            file,
             sites=context.sites(),
             chunk_rows=current_app.config["IMPORT_CHUNK_ROWS"],
             on_error=on_error,
@@ -77,6 +78,7 @@ def import_csv_command(file, quiet):
 
 
 @click.command("create-key")
+@with_appcontext
 @click.argument("name")
 @click.option("--admin", is_flag=True, help="An admin key: may also import inventory and requeue tasks.")
 def create_key_command(name, admin):
@@ -92,6 +94,7 @@ def create_key_command(name, admin):
 
 
 @click.command("list-keys")
+@with_appcontext
 def list_keys_command():
     """List keys: name, role, last seen, client version."""
     for key in list_keys(db.session):
@@ -101,6 +104,7 @@ def list_keys_command():
 
 
 @click.command("revoke-key")
+@with_appcontext
 @click.argument("name")
 def revoke_key_command(name):
     """Revoke the key of client NAME."""
@@ -111,7 +115,7 @@ def revoke_key_command(name):
     click.echo(f"revoked key {name!r}")
 
 
-@click.group("tasks")
+@click.group("tasks", cls=AppGroup)
 def tasks_group():
     """Reports on tasks, and requeueing dead or stuck ones."""
 
@@ -177,6 +181,7 @@ def tasks_reclaim_command():
 
 
 @click.command("stats")
+@with_appcontext
 def stats_command():
     """Print /stats as JSON."""
     from .stats import collect_stats

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TextIO
+from typing import IO, Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -89,14 +89,17 @@ class _Row:
 
 def import_inventory(
     session: Session,
-    stream: TextIO,
+    stream: IO,
     *,
     sites: SiteRegistry,
     chunk_rows: int = 1000,
     on_error: Callable[[RowError], None] | None = None,
     now: datetime | None = None,
 ) -> ImportReport:
-    """Import a CSV text stream (opened with ``newline=''``). Header problems raise InvalidInput."""
+    """Import CSV from a binary stream (or a text one opened with ``newline=''``).
+
+    Header problems raise InvalidInput before anything is written.
+    """
     report = ImportReport(import_id=str(uuid.uuid4()))
     lines = _CountingLines(stream)
     reader = csv.reader(lines)
@@ -120,8 +123,8 @@ def import_inventory(
         except csv.Error as exc:
             reject(RowError(start, f"malformed CSV: {exc}"))
             continue
-        except UnicodeDecodeError as exc:
-            report.aborted = f"line {lines.count + 1}: the file is not UTF-8 ({exc.reason}); stopped reading here"
+        except NotUtf8 as exc:
+            report.aborted = f"{exc}; stopped reading there"
             break
         if not any(value.strip() for value in values):
             continue  # blank line
@@ -138,10 +141,22 @@ def import_inventory(
     return report
 
 
-class _CountingLines:
-    """Feeds the csv reader line by line and counts, so errors carry the row's first line."""
+class NotUtf8(Exception):
+    def __init__(self, line: int, error: UnicodeDecodeError):
+        super().__init__(
+            f"line {line}: not valid UTF-8 (byte 0x{error.object[error.start]:02x} at column {error.start + 1}); "
+            "save the file as UTF-8"
+        )
 
-    def __init__(self, stream: TextIO):
+
+class _CountingLines:
+    """Feeds the csv reader line by line and counts, so errors carry the row's first line.
+
+    Binary lines are decoded one at a time: a bad byte is reported at its exact line,
+    and every row before it is still imported.
+    """
+
+    def __init__(self, stream: IO):
         self._stream = iter(stream)
         self.count = 0
 
@@ -151,6 +166,13 @@ class _CountingLines:
     def __next__(self) -> str:
         line = next(self._stream)
         self.count += 1
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise NotUtf8(self.count, exc) from None
+        if self.count == 1:
+            line = line.removeprefix("\ufeff")
         return line
 
 
@@ -161,7 +183,7 @@ def _read_header(reader, lines: _CountingLines) -> list[str]:
                 break
         else:
             raise InvalidInput.at(["header"], "the file is empty: expected a header row", location="csv")
-    except (csv.Error, UnicodeDecodeError) as exc:
+    except (csv.Error, NotUtf8) as exc:
         raise InvalidInput.at(["header"], f"cannot read the header row: {exc}", location="csv") from None
     header = [value.strip().lower() for value in values]
     if "" in header:

@@ -110,17 +110,36 @@ def app_config(database_url) -> dict:
     return make_config(database_url)
 
 
-@pytest.fixture
-def app(app_config):
-    from server import create_app
+def close_app(app) -> None:
     from server.extensions import db
 
-    app = create_app(app_config)
-    empty_database(app)
-    yield app
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def app_factory(app_config):
+    """Build extra apps with other settings over the same (emptied) database; closed after the test."""
+    from server import create_app
+
+    made = []
+
+    def make(**overrides):
+        app = create_app({**app_config, **overrides})
+        if not made:
+            empty_database(app)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        close_app(app)
+
+
+@pytest.fixture
+def app(app_factory):
+    return app_factory()
 
 
 @pytest.fixture

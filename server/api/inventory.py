@@ -1,7 +1,5 @@
 """Inventory upload: the same CSV import as ``flask import-csv``, over HTTP, for admins."""
 
-import io
-
 from flask import current_app, request
 
 from .. import context
@@ -42,5 +40,6 @@ def upload():
         binary = upload.stream
     else:
         binary = request.stream
-    text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
-    return import_inventory(db.session, text, sites=context.sites(), chunk_rows=current_app.config["IMPORT_CHUNK_ROWS"])
+    return import_inventory(
+        db.session, binary, sites=context.sites(), chunk_rows=current_app.config["IMPORT_CHUNK_ROWS"]
+    )

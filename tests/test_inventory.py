@@ -1,0 +1,177 @@
+"""CSV inventory import: counts, idempotent re-import, updates, and every rejection reason."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from sqlalchemy import select
+
+from common.states import TaskState
+from server import context
+from server.errors import InvalidInput
+from server.inventory import import_inventory
+from server.models import Item, Task
+
+
+def run_import(session, text: str, chunk_rows: int = 1000):
+    return import_inventory(session, io.StringIO(text, newline=""), sites=context.sites(), chunk_rows=chunk_rows)
+
+
+def items(session) -> dict[str, Item]:
+    session.expire_all()
+    return {item.key: item for item in session.scalars(select(Item))}
+
+
+def metadata_tasks(session) -> dict[tuple[str, str], Task]:
+    session.expire_all()
+    rows = session.execute(select(Item.key, Task).join(Task, Task.item_id == Item.id).where(Task.kind == "metadata"))
+    return {(key, task.site): task for key, task in rows}
+
+
+def test_import_counts_and_creates_one_metadata_task_per_target_site(session):
+    report = run_import(
+        session,
+        "key,url,query,title,sites,priority,artist\n"
+        "a,,cats,Cats!,,5,bob\n"
+        "b,http://booru.test/post/show/1,,,,,\n"
+        "c,,dogs,,tube,,\n",
+    )
+    assert (report.added, report.updated, report.unchanged, report.rejected) == (3, 0, 0, 0)
+    stored = items(session)
+    assert stored["a"].extra == {"artist": "bob"} and stored["a"].priority == 5 and stored["a"].title == "Cats!"
+    tasks = metadata_tasks(session)
+    assert sorted(tasks) == [("a", "booru"), ("a", "tube"), ("b", "booru"), ("c", "tube")]
+    assert tasks[("a", "tube")].url == "http://tube.test/search?q=cats"
+    assert tasks[("b", "booru")].url == "http://booru.test/post/show/1"
+    assert tasks[("a", "booru")].priority == 5
+
+
+def test_reimporting_the_same_file_changes_nothing(session):
+    text = "query,title\ncats,Cats\ndogs,Dogs\n"
+    run_import(session, text)
+    before = {key: (item.updated_at, item.content_hash) for key, item in items(session).items()}
+    report = run_import(session, text)
+    assert (report.added, report.updated, report.unchanged, report.rejected) == (0, 0, 2, 0)
+    assert {key: (item.updated_at, item.content_hash) for key, item in items(session).items()} == before
+    assert session.scalar(select(Task.id).order_by(Task.id.desc())) == 4  # no new tasks
+
+
+def test_changed_row_updates_its_item_and_resets_changed_targets(session):
+    run_import(session, "key,query,priority\nk,cats,1\n")
+    tasks = metadata_tasks(session)
+    booru = tasks[("k", "booru")]
+    booru.state, booru.attempts = TaskState.NOT_FOUND, 5
+    session.commit()
+    report = run_import(session, "key,query,priority,sites\nk,kittens,9,booru\n")
+    assert (report.added, report.updated, report.unchanged) == (0, 1, 0)
+    item = items(session)["k"]
+    assert (item.query, item.priority, item.sites) == ("kittens", 9, ["booru"])
+    tasks = metadata_tasks(session)
+    assert list(tasks) == [("k", "booru")]  # tube dropped by the new sites column
+    task = tasks[("k", "booru")]
+    assert (task.url, task.state, task.attempts, task.priority) == (
+        "http://booru.test/post?tags=kittens",
+        TaskState.QUEUED,
+        0,
+        9,
+    )
+
+
+def test_title_only_change_keeps_task_progress(session):
+    run_import(session, "key,query,title\nk,cats,Old\n")
+    task = metadata_tasks(session)[("k", "booru")]
+    task.state = TaskState.DONE
+    session.commit()
+    report = run_import(session, "key,query,title\nk,cats,New\n")
+    assert report.updated == 1
+    assert metadata_tasks(session)[("k", "booru")].state == TaskState.DONE
+    assert items(session)["k"].title == "New"
+
+
+def test_bom_quoting_multiline_fields_and_blank_lines(session):
+    text = '\ufeffquery,title,notes\n\ncats,"Cats, ""the"" best","line one\nline two"\n   \n,,\ndogs,Dogs,\n'
+    report = run_import(session, text)
+    assert (report.added, report.rejected) == (2, 0)
+    stored = items(session)
+    assert stored["query:cats"].title == 'Cats, "the" best'
+    assert stored["query:cats"].extra == {"notes": "line one\nline two"}
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        (",,,,,", None),  # blank: skipped, not rejected
+        ("k1,http://booru.test/1,cats,,,", "not both"),
+        ("k2,,,,,", "needs a url or a query"),
+        ("k3,ftp://booru.test/1,,,,", "http(s) URL"),
+        ("k4,http://elsewhere.test/1,,,,", "no configured site matches"),
+        ("k5,http://booru.test/1,,,tube,", "belongs to site 'booru'"),
+        ("k6,,cats,,nowhere,", "unknown site(s) nowhere"),
+        ("k7,,cats,,slow,", "cannot search"),
+        ("k8,,cats,,,high", "priority must be an integer"),
+        ("k9,,cats,,,99999999", "priority must be between"),
+        ("k10,,cats,,,,extra", "has 7 fields but the header has 6"),
+        ("x" * 501 + ",,cats,,,", "key is longer than 500"),
+    ],
+)
+def test_bad_rows_are_rejected_with_line_and_reason_and_good_rows_kept(session, row, reason):
+    report = run_import(session, f"key,url,query,title,sites,priority\ngood1,,cats,,,\n{row}\ngood2,,dogs,,,\n")
+    assert report.added == 2
+    if reason is None:
+        assert report.rejected == 0
+        return
+    assert report.rejected == 1
+    [error] = report.errors
+    assert error.line == 3 and reason in error.reason, error
+    assert set(items(session)) == {"good1", "good2"}
+
+
+def test_line_numbers_count_physical_lines_of_multiline_rows(session):
+    report = run_import(session, 'query,title\ncats,"a\nb\nc"\n,\ndogs,x\n,orphan\n')
+    assert report.added == 2
+    assert [error.line for error in report.errors] == [7]  # header 1, rows on 2-4, blank 5, dogs 6
+
+
+def test_duplicate_keys_in_one_file(session):
+    report = run_import(session, "key,query\na,cats\nb,dogs\na,cats\na,birds\n", chunk_rows=2)
+    assert (report.added, report.unchanged, report.rejected) == (2, 1, 1)
+    [error] = report.errors
+    assert error.line == 5 and "already used on line 2" in error.reason
+    assert items(session)["a"].query == "cats"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "empty"),
+        ("\n\n", "empty"),
+        ("title,artist\nx,y\n", "needs a 'url' or a 'query' column"),
+        ("query,title,title\ncats,a,b\n", "duplicate column"),
+        ("query,,title\ncats,a,b\n", "column 2 has no name"),
+    ],
+)
+def test_bad_header_rejects_the_whole_file(session, text, problem):
+    with pytest.raises(InvalidInput, match=problem):
+        run_import(session, text)
+    assert items(session) == {}
+
+
+def test_not_utf8_stops_with_a_clear_message_and_keeps_earlier_chunks(session):
+    data = b"\xef\xbb\xbfquery\ncats\ndogs\nbirds \xe9t\xe9\nfish\n"  # Latin-1 on line 4
+    report = import_inventory(session, io.BytesIO(data), sites=context.sites(), chunk_rows=1)
+    assert report.aborted.startswith("line 4: not valid UTF-8 (byte 0xe9 at column 7)")
+    assert set(items(session)) == {"query:cats", "query:dogs"}
+
+
+def test_query_whitespace_is_normalized_into_the_derived_key(session):
+    run_import(session, "query\n  big   cats \n")
+    assert list(items(session)) == ["query:big cats"]
+
+
+def test_error_list_is_capped_but_every_rejection_is_counted(session, monkeypatch):
+    import server.inventory
+
+    monkeypatch.setattr(server.inventory, "MAX_REPORTED_ERRORS", 5)
+    report = run_import(session, "query,priority\n" + "cats,x\n" * 20)
+    assert report.rejected == 20 and len(report.errors) == 5 and report.errors_truncated

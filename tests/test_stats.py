@@ -1,0 +1,76 @@
+"""/stats: aggregate counts by state, site and client after real lease/submit traffic."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tests.helpers import file_record
+
+
+def test_stats_after_a_small_run(actions, client):
+    actions.import_csv("query\ncats\ndogs\n")
+    metadata = actions.lease("metadata", 10, site="booru").get_json()
+    cats, dogs = metadata["tasks"]
+    actions.submit(
+        metadata["lease_id"],
+        [
+            {
+                "task_id": cats["id"],
+                "status": "done",
+                "found": [{"site": "booru", "remote_id": n, "metadata": {"id": n}} for n in (1, 2, 3)],
+            },
+            {"task_id": dogs["id"], "status": "done", "found": []},
+        ],
+    )
+    downloads = actions.lease("download", 3, site="booru", who="node2").get_json()
+    first, second, _third = (task["id"] for task in downloads["tasks"])
+    actions.submit(
+        downloads["lease_id"],
+        [
+            {"task_id": first, "status": "done", "files": [file_record("a.png", 100), file_record("b.png", 23)]},
+            {"task_id": second, "status": "failed", "error_class": "permanent", "error": "HTTP 404"},
+        ],
+        who="node2",
+    )
+
+    stats = client.get("/stats").get_json()
+    assert stats["items"] == {"pending": 1, "found": 1, "not_found": 0, "failed": 0, "total": 2}
+    assert stats["tasks"]["metadata"] | {} == {
+        "queued": 3,
+        "leased": 0,
+        "done": 1,
+        "not_found": 0,
+        "dead": 0,
+        "total": 4,
+    }  # dogs retries; tube x2
+    assert stats["tasks"]["download"] == {"queued": 0, "leased": 1, "done": 1, "not_found": 0, "dead": 1, "total": 3}
+    booru = stats["sites"]["booru"]
+    assert booru["tasks"]["download"] == {"leased": 1, "done": 1, "dead": 1}
+    assert booru["in_flight"] == 1 and booru["cooldown_until"] is None and booru["configured"]
+    assert stats["leases"] == {"active": 1, "tasks_leased": 3, "expired_unreclaimed": 0}
+    by_name = {entry["name"]: entry for entry in stats["clients"]}
+    assert by_name["node2"]["tasks_done"] == 1 and by_name["node2"]["bytes"] == 123
+    assert by_name["node2"]["active_leases"] == 1 and by_name["node2"]["last_seen"]
+    assert by_name["node1"]["tasks_done"] == 1 and by_name["node1"]["version"]
+    assert stats["throughput"]["done"] == {"metadata": 1, "download": 1} and stats["throughput"]["bytes"] == 123
+    errors = {(e["error_class"], e["error"]): e["count"] for e in stats["recent_errors"]}
+    assert errors == {("permanent", "HTTP 404"): 1}
+
+
+def test_stats_shows_cooldowns_and_unconfigured_sites(actions, client, session):
+    from server.database import utcnow
+    from server.leasing import set_cooldown
+
+    actions.add_download_tasks("retired", 2)
+    set_cooldown(session, "booru", utcnow() + timedelta(minutes=5), "HTTP 429")
+    session.commit()
+    stats = client.get("/stats").get_json()
+    assert stats["sites"]["booru"]["cooldown_reason"] == "HTTP 429"
+    assert stats["sites"]["retired"]["configured"] is False
+    assert stats["sites"]["retired"]["tasks"]["download"] == {"queued": 2}
+
+
+def test_stats_on_an_empty_database(client):
+    stats = client.get("/stats").get_json()
+    assert stats["items"]["total"] == 0 and stats["tasks"]["download"]["total"] == 0
+    assert set(stats["sites"]) == {"booru", "tube", "slow"}
