@@ -175,3 +175,43 @@ def test_error_list_is_capped_but_every_rejection_is_counted(session, monkeypatc
     monkeypatch.setattr(server.inventory, "MAX_REPORTED_ERRORS", 5)
     report = run_import(session, "query,priority\n" + "cats,x\n" * 20)
     assert report.rejected == 20 and len(report.errors) == 5 and report.errors_truncated
+
+
+def _import_peak_rss(tmp_path, rows: int, database_url: str) -> tuple[int, str]:
+    """Peak RSS (KiB) of ``flask import-csv`` importing a generated file of ``rows`` rows."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import TEST_SITES
+    from tests.servers import REPO_ROOT, coordinator_env
+
+    path = tmp_path / f"inventory-{rows}.csv"
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("\ufeffkey,query,title,priority,sites,artist\n")
+        for number in range(rows):
+            out.write(f'k{number},tag_{number},"Title, number {number}",{number % 7},booru,artist {number % 1000}\n')
+    config = tmp_path / "config.py"
+    config.write_text("")
+    env = {**os.environ, **coordinator_env(database_url, TEST_SITES, config)}
+    flask = os.path.join(os.path.dirname(sys.executable), "flask")
+    output, errors = tmp_path / f"out-{rows}.txt", tmp_path / f"err-{rows}.txt"
+    with open(output, "wb") as stdout, open(errors, "wb") as stderr:
+        process = subprocess.Popen([flask, "--app", "server", "import-csv", "--quiet", str(path)],
+                                   cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr)
+    _, status, usage = os.wait4(process.pid, 0)  # this child's own peak RSS
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 0, errors.read_text()[-2000:]
+    return usage.ru_maxrss, output.read_text().strip()
+
+
+@pytest.mark.slow
+def test_a_million_rows_import_with_flat_memory(tmp_path, app, backend, database_url):
+    """Streamed in chunks: 1M rows need no more memory than 20k rows."""
+    if backend != "sqlite":
+        pytest.skip("memory flatness is a property of the streaming import, shown once on SQLite")
+    small_rss, small_summary = _import_peak_rss(tmp_path, 20_000, database_url)
+    large_rss, large_summary = _import_peak_rss(tmp_path, 1_000_000, database_url)
+    assert small_summary == "added 20000, updated 0, unchanged 0, rejected 0"
+    assert large_summary == "added 980000, updated 0, unchanged 20000, rejected 0"
+    assert large_rss < small_rss * 1.25, (small_rss, large_rss)
