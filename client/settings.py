@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 DEFAULTS: dict[str, Any] = {
@@ -27,3 +28,25 @@ DEFAULTS: dict[str, Any] = {
     # Seconds to wait for the coordinator before giving up on one request (retried).
     "HTTP_TIMEOUT": 30,
 }
+
+
+def validate(settings: dict[str, Any]) -> None:
+    """Fail before contacting anyone, naming the setting."""
+    from common.settings import ConfigError
+
+    if not settings.get("API_KEY"):
+        raise ConfigError("no API key: pass --key, or set API_KEY in config.py or FETCHFLEET_API_KEY")
+    url = settings.get("SERVER_URL")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigError(f"SERVER_URL must be an http(s) URL, got {url!r}")
+    jobs = settings.get("JOBS")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= 64:
+        raise ConfigError(f"JOBS must be an integer from 1 to 64, got {jobs!r}")
+    timeout = settings.get("HTTP_TIMEOUT")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise ConfigError(f"HTTP_TIMEOUT must be a positive number of seconds, got {timeout!r}")
+    gallery_dl_config = settings.get("GALLERY_DL_CONFIG")
+    if gallery_dl_config and not Path(gallery_dl_config).is_file():
+        raise ConfigError(f"GALLERY_DL_CONFIG names a file that does not exist: {gallery_dl_config}")
+    if not isinstance(settings.get("YT_DLP_OPTIONS") or {}, dict):
+        raise ConfigError("YT_DLP_OPTIONS must be a mapping of yt-dlp options")

@@ -7,6 +7,7 @@ be completed exactly once, never be held by two live leases, and none may be los
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -50,8 +51,11 @@ def test_every_task_done_exactly_once_under_concurrency(app, actions, coordinato
         http = requests.Session()
         http.headers.update({"Authorization": f"Bearer {keys[number]}", CLIENT_VERSION_HEADER: __version__})
         while not all_done.is_set() and time.monotonic() < deadline:
-            response = http.post(f"{coordinator.url}/leases", timeout=30, json={
-                "kind": "download", "site": "booru", "n": rng.randint(1, 60), "lease_seconds": LEASE_SECONDS})
+            response = http.post(
+                f"{coordinator.url}/leases",
+                timeout=30,
+                json={"kind": "download", "site": "booru", "n": rng.randint(1, 60), "lease_seconds": LEASE_SECONDS},
+            )
             if response.status_code not in (200, 201):
                 errors.append(f"lease {response.status_code}: {response.text[:300]}")
                 return
@@ -69,13 +73,17 @@ def test_every_task_done_exactly_once_under_concurrency(app, actions, coordinato
             if roll < 0.08:
                 time.sleep(LEASE_SECONDS + 0.5)  # late: some tasks may be someone else's by now
             results = [
-                {"task_id": task["id"], "status": "done",
-                 "files": [{"path": f"booru/{task['id']}.png", "size": task["id"], "sha256": SHA}]}
+                {
+                    "task_id": task["id"],
+                    "status": "done",
+                    "files": [{"path": f"booru/{task['id']}.png", "size": task["id"], "sha256": SHA}],
+                }
                 for task in lease["tasks"]
             ]
             for attempt in range(2 if rng.random() < 0.1 else 1):  # sometimes sent twice
-                reply = http.post(f"{coordinator.url}/leases/{lease['lease_id']}/results",
-                                  json={"results": results}, timeout=30)
+                reply = http.post(
+                    f"{coordinator.url}/leases/{lease['lease_id']}/results", json={"results": results}, timeout=30
+                )
                 if reply.status_code not in (200, 409):
                     errors.append(f"submit {reply.status_code}: {reply.text[:300]}")
                     return
@@ -103,7 +111,7 @@ def test_every_task_done_exactly_once_under_concurrency(app, actions, coordinato
     # Never in two live leases: a task is handed out again only after its lease expired.
     for task_id, history in grants.items():
         history.sort()
-        for (_, expired, _), (granted_again, _, _) in zip(history, history[1:], strict=False):
+        for (_, expired, _), (granted_again, _, _) in itertools.pairwise(history):
             assert granted_again >= expired, (task_id, history)
     assert any(len(history) > 1 for history in grants.values()), "no lease expired: the test proved nothing"
     assert refused, "no late result was refused: the test proved nothing"

@@ -197,8 +197,13 @@ def _import_peak_rss(tmp_path, rows: int, database_url: str) -> tuple[int, str]:
     flask = os.path.join(os.path.dirname(sys.executable), "flask")
     output, errors = tmp_path / f"out-{rows}.txt", tmp_path / f"err-{rows}.txt"
     with open(output, "wb") as stdout, open(errors, "wb") as stderr:
-        process = subprocess.Popen([flask, "--app", "server", "import-csv", "--quiet", str(path)],
-                                   cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr)
+        process = subprocess.Popen(
+            [flask, "--app", "server", "import-csv", "--quiet", str(path)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
     _, status, usage = os.wait4(process.pid, 0)  # this child's own peak RSS
     process.returncode = os.waitstatus_to_exitcode(status)
     assert process.returncode == 0, errors.read_text()[-2000:]

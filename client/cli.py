@@ -1,0 +1,163 @@
+"""``python -m client``: pull work from the coordinator and do it.
+
+Exit status: 0 everything leased was done (or there was nothing to do); 1 some tasks
+failed, were refused or could not be reported; 2 bad usage or settings; 3 the
+coordinator cannot be reached or refuses this client; 128+N stopped by signal N.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from common.settings import ConfigError, load_settings
+from common.states import TaskKind
+from common.version import __version__
+
+from .coordinator import Coordinator, CoordinatorError
+from .runner import DRAIN, LOOP, ONCE, Runner, Stopper
+from .settings import DEFAULTS, validate
+
+EXIT_UNREACHABLE = 3
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not tear through progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger = logging.getLogger("fetchfleet")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.ERROR if quiet else logging.INFO if verbose else logging.WARNING)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=__doc__.split("\n\n", 1)[1])
+@click.option("--server", metavar="URL", help="Coordinator URL [SERVER_URL].")
+@click.option("--key", metavar="KEY", help="This node's API key [API_KEY].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Settings file [FETCHFLEET_CONFIG].")
+@click.option("-v", "--verbose", count=True, help="Log each failed task.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary line.")
+@click.version_option(__version__, prog_name="fetchfleet client")
+@click.pass_context
+def main(ctx: click.Context, server, key, config_path, verbose, quiet):
+    """Pull metadata or download tasks from a fetchfleet coordinator and do them."""
+    _setup_logging(verbose, quiet)
+    try:
+        settings = load_settings(DEFAULTS, path=config_path)
+        if server:
+            settings["SERVER_URL"] = server
+        if key:
+            settings["API_KEY"] = key
+        validate(settings)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    ctx.obj = {"settings": settings, "quiet": quiet}
+
+
+def run_options(command):
+    command = click.option("--jobs", "-j", type=click.IntRange(1, 64), help="Parallel worker processes [JOBS].")(
+        command
+    )
+    command = click.option("--loop", "mode", flag_value=LOOP, help="Keep pulling work until stopped.")(command)
+    command = click.option(
+        "--drain", "mode", flag_value=DRAIN, help="Keep pulling until nothing is available right now."
+    )(command)
+    command = click.option("--lease-seconds", type=click.IntRange(1, None), help="Ask for leases this long.")(command)
+    command = click.option(
+        "--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal)."
+    )(command)
+    return command
+
+
+@main.command()
+@click.argument("n", type=click.IntRange(1, 100))
+@click.option("--site", help="Only tasks of this site.")
+@run_options
+@click.pass_obj
+def metadata(obj, n, site, jobs, mode, lease_seconds, progress):
+    """Lease N metadata tasks (1-100): find what exists for inventory items, download nothing."""
+    sys.exit(
+        _run(
+            obj,
+            kind=TaskKind.METADATA,
+            n=n,
+            site=site,
+            jobs=jobs,
+            mode=mode,
+            lease_seconds=lease_seconds,
+            progress=progress,
+        )
+    )
+
+
+@main.command()
+@click.argument("site")
+@click.argument("n", type=click.IntRange(1, 100))
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), help="Download folder [DEST].")
+@run_options
+@click.pass_obj
+def download(obj, site, n, dest, jobs, mode, lease_seconds, progress):
+    """Lease N download tasks (1-100) of SITE and download them into DEST/SITE/."""
+    sys.exit(
+        _run(
+            obj,
+            kind=TaskKind.DOWNLOAD,
+            n=n,
+            site=site,
+            jobs=jobs,
+            mode=mode,
+            dest=dest,
+            lease_seconds=lease_seconds,
+            progress=progress,
+        )
+    )
+
+
+def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progress, dest=None) -> int:
+    settings = obj["settings"]
+    if kind == TaskKind.DOWNLOAD:
+        dest = Path(dest or settings["DEST"])
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            _fail(f"cannot create --dest {dest}: {error.strerror}", 2)
+    coordinator = Coordinator(settings["SERVER_URL"], settings["API_KEY"], timeout=settings["HTTP_TIMEOUT"])
+    stopper = Stopper()
+    stopper.install()
+    runner = Runner(
+        coordinator,
+        kind=kind,
+        n=n,
+        site=site,
+        jobs=jobs or settings["JOBS"],
+        dest=dest,
+        mode=mode or ONCE,
+        lease_seconds=lease_seconds,
+        settings=settings,
+        stopper=stopper,
+        progress=sys.stderr.isatty() if progress is None else progress,
+    )
+    try:
+        summary = runner.run()
+    except CoordinatorError as error:
+        _fail(error.message, EXIT_UNREACHABLE if error.status is None or error.fatal else 1)
+    finally:
+        coordinator.close()
+    click.echo(summary.line())
+    return summary.exit_code()

@@ -1,0 +1,140 @@
+"""The shape every engine has, and the failure classification they share.
+
+A worker process builds each engine once (``configure``) and then runs one job at a
+time: ``resolve`` lists what exists at a URL without downloading files; ``download``
+fetches a task's files and says which files it wrote. Both raise ``Failure`` with a
+class the coordinator understands: permanent, rate_limited (with Retry-After) or
+transient.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.states import FailureClass
+
+PERMANENT_STATUSES = {400, 401, 403, 404, 405, 410, 451}
+
+
+class Failure(Exception):
+    """A job failed in a way the coordinator should know how to retry (or not)."""
+
+    def __init__(self, error_class: str | FailureClass, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.error_class = FailureClass(error_class)
+        self.message = message[:2000]
+        self.retry_after = retry_after
+
+    def as_result(self, task_id: int) -> dict[str, Any]:
+        result = {"task_id": task_id, "status": "failed", "error_class": self.error_class.value, "error": self.message}
+        if self.retry_after is not None:
+            result["retry_after"] = self.retry_after
+        return result
+
+
+@dataclass(frozen=True)
+class Found:
+    """One post / video that exists on a site (a future download task)."""
+
+    remote_id: str
+    url: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def as_wire(self, site: str) -> dict[str, Any]:
+        return {"site": site, "remote_id": self.remote_id, "url": self.url, "metadata": self.metadata}
+
+
+@dataclass(frozen=True)
+class Written:
+    """A file a download job left on disk (complete: never a ``.part``), with its metadata."""
+
+    path: Path
+    metadata: dict[str, Any]
+
+
+class Engine:
+    name = ""
+
+    def __init__(self, settings: Mapping[str, Any], sites: Mapping[str, Mapping[str, Any]]):
+        #: Client settings (GALLERY_DL_CONFIG, YT_DLP_OPTIONS, ...) and {site: {engine, options}}.
+        self.settings = settings
+        self.sites = {name: site for name, site in sites.items() if site.get("engine") == self.name}
+
+    def resolve(self, url: str, site: str) -> list[Found]:
+        raise NotImplementedError
+
+    def download(self, url: str, site: str, directory: Path) -> list[Written]:
+        raise NotImplementedError
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        seconds = (moment - dt.datetime.now(dt.UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def classify_http(responses: Iterable[tuple[int, str, str | None]]) -> Failure | None:
+    """The failure that a job's HTTP error responses add up to, worst first.
+
+    429 anywhere: the site is rate limiting us (cool the site down, with its
+    Retry-After). Any 5xx: transient. Otherwise 404 and friends: permanent.
+    """
+    errors = [(status, url, retry_after) for status, url, retry_after in responses if status >= 400]
+    if not errors:
+        return None
+    throttled = [item for item in errors if item[0] == 429]
+    if throttled:
+        waits = [seconds for _, _, header in throttled if (seconds := parse_retry_after(header)) is not None]
+        status, url, _ = throttled[-1]
+        return Failure(FailureClass.RATE_LIMITED, f"HTTP 429 for {url}", max(waits) if waits else None)
+    server = [item for item in errors if item[0] >= 500]
+    if server:
+        status, url, _ = server[-1]
+        return Failure(FailureClass.TRANSIENT, f"HTTP {status} for {url}")
+    status, url, _ = errors[-1]
+    error_class = FailureClass.PERMANENT if status in PERMANENT_STATUSES else FailureClass.TRANSIENT
+    return Failure(error_class, f"HTTP {status} for {url}")
+
+
+def json_safe(data: Mapping[str, Any], max_string: int = 20_000) -> dict[str, Any]:
+    """Metadata as JSON can carry it: private (``_``) keys dropped, odd values as text."""
+
+    def convert(value: Any, depth: int = 0) -> Any:
+        if depth > 8:
+            return str(value)[:max_string]
+        if value is None or isinstance(value, bool | int):
+            return value
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, str):
+            return value[:max_string]
+        if isinstance(value, Mapping):
+            return {str(k): convert(v, depth + 1) for k, v in value.items() if not str(k).startswith("_")}
+        if isinstance(value, list | tuple | set):
+            return [convert(v, depth + 1) for v in value]
+        if isinstance(value, dt.datetime | dt.date):
+            return value.isoformat()
+        return str(value)[:max_string]
+
+    converted = convert(data)
+    json.dumps(converted)  # guaranteed serializable from here on
+    return converted

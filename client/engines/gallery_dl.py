@@ -1,0 +1,213 @@
+"""gallery-dl as a library: enumerate posts without downloading, download and learn what
+was written, and classify failures from the HTTP statuses the job actually saw.
+
+gallery-dl's configuration is one process-global dict and custom site instances are
+registered when an extractor module is first imported, so this engine lives in a
+worker process of its own: it installs the site options and the user's config before
+the first extractor lookup, and resets the config before every job.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gallery_dl import config as gdl_config
+from gallery_dl import exception, extractor, job, util
+
+from common.states import FailureClass
+
+from .base import Engine, Failure, Found, Written, classify_http, json_safe
+
+#: Keys that name a post on most sites, in order of preference.
+ID_KEYS = ("id", "post_id", "tweet_id", "gallery_id")
+
+
+class GalleryDlEngine(Engine):
+    name = "gallery-dl"
+
+    def __init__(self, settings: Mapping[str, Any], sites: Mapping[str, Mapping[str, Any]]):
+        super().__init__(settings, sites)
+        self._base = self._base_config()
+
+    def _base_config(self) -> dict[str, Any]:
+        """Site options from the coordinator, under the user's own gallery-dl config."""
+        gdl_config.clear()
+        # Defaults we need, each overridable by the user's config except where noted below.
+        util.combine_dict(gdl_config._config, {"extractor": {"directory": [], "retries": 2, "sleep-retries": 1}})
+        for site in self.sites.values():
+            util.combine_dict(gdl_config._config, copy.deepcopy(dict(site.get("options") or {})))
+        user_file = self.settings.get("GALLERY_DL_CONFIG")
+        if user_file is None:
+            gdl_config.load()  # gallery-dl's usual locations
+        elif user_file:
+            gdl_config.load([str(user_file)], strict=True)
+        if gdl_config.get(("cache",), "file", util.SENTINEL) is util.SENTINEL:
+            gdl_config.set(("cache",), "file", None)
+        # Not overridable: fetchfleet reports 429s upstream so the whole site cools down,
+        # keeps its own per-node archive, and never prints to the terminal.
+        gdl_config.set(("extractor",), "sleep-429", 0)
+        gdl_config.set(("extractor",), "archive", None)
+        gdl_config.set(("output",), "mode", "null")
+        gdl_config.set(("output",), "progress", False)
+        gdl_config.set(("downloader",), "progress", None)  # its own bar on stderr after 3 s
+        return copy.deepcopy(gdl_config._config)
+
+    def _reset(self, directory: Path | None = None) -> None:
+        gdl_config._config.clear()
+        gdl_config._config.update(copy.deepcopy(self._base))
+        if directory is not None:
+            gdl_config.set(("extractor",), "base-directory", str(directory))
+
+    def resolve(self, url: str, site: str) -> list[Found]:
+        self._reset()
+        collector = _Collector()
+        status = collector.run(_EnumerateJob, url)
+        if status:
+            raise collector.failure(status)
+        grouped: dict[str, Found] = {}
+        counts: dict[str, int] = {}
+        for file_url, kwdict in collector.items:
+            remote_id = _remote_id(kwdict, file_url)
+            counts[remote_id] = counts.get(remote_id, 0) + 1
+            if remote_id not in grouped:
+                grouped[remote_id] = Found(remote_id, file_url, json_safe(kwdict))
+        for remote_id, found in grouped.items():
+            found.metadata["file_count"] = counts[remote_id]
+        return list(grouped.values())
+
+    def download(self, url: str, site: str, directory: Path) -> list[Written]:
+        self._reset(directory)
+        collector = _Collector()
+        status = collector.run(_DownloadJob, url)
+        if status or collector.failed:
+            raise collector.failure(status)
+        if not collector.written:
+            raise Failure(FailureClass.PERMANENT, f"no files at {url}")
+        return collector.written
+
+
+def _remote_id(kwdict: Mapping[str, Any], url: str) -> str:
+    for key in ID_KEYS:
+        value = kwdict.get(key)
+        if value not in (None, ""):
+            return str(value)
+    return "url-" + hashlib.sha1(url.encode()).hexdigest()[:20]
+
+
+class _Collector(logging.Handler):
+    """What one job saw: items, written/failed files, HTTP statuses, error messages."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.items: list[tuple[str, dict]] = []
+        self.written: list[Written] = []
+        self.failed: list[str] = []
+        self.responses: list[tuple[int, str, str | None]] = []
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.append(record.getMessage())
+        except Exception:
+            self.messages.append(str(record.msg))
+
+    def watch(self, session) -> None:
+        """Record every response of the extractor's session (API and file requests alike)."""
+        if getattr(session, "_fetchfleet_watched", False):
+            return
+        session._fetchfleet_watched = True
+
+        def record(response, *args, **kwargs):
+            self.responses.append((response.status_code, response.url, response.headers.get("Retry-After")))
+
+        session.hooks["response"].append(record)
+
+    def run(self, job_class, url: str) -> int:
+        root = logging.getLogger()
+        root.addHandler(self)
+        try:
+            try:
+                running = job_class(url, collector=self)
+            except exception.NoExtractorError:
+                raise Failure(
+                    FailureClass.PERMANENT, f"unsupported URL: gallery-dl has no extractor for {url}"
+                ) from None
+            return running.run()
+        finally:
+            root.removeHandler(self)
+
+    def failure(self, status: int) -> Failure:
+        http = classify_http(self.responses)
+        if http is not None:
+            return http
+        last = self.messages[-1] if self.messages else f"gallery-dl exit status {status}"
+        if status & 16:
+            return Failure(FailureClass.PERMANENT, f"authentication failed or required: {last}")
+        if status & 32:
+            return Failure(FailureClass.PERMANENT, f"bad input: {last}")
+        return Failure(FailureClass.TRANSIENT, last)
+
+
+class _Watching:
+    """Mixin: hook the extractor's HTTP session before the first request."""
+
+    collector: _Collector
+
+    def _init(self):
+        super()._init()
+        self.collector.watch(self.extractor.session)
+
+
+class _EnumerateJob(_Watching, job.Job):
+    """Lists (file URL, metadata) of everything found; downloads nothing. Follows queued
+    children (a profile's galleries, a search's posts) like ``DataJob`` with resolve."""
+
+    def __init__(self, url, parent=None, collector: _Collector | None = None):
+        self.collector = collector if collector is not None else parent.collector
+        self.visited = set() if parent is None else parent.visited
+        super().__init__(url, parent)
+
+    def handle_url(self, url, kwdict):
+        self.collector.items.append((url, dict(kwdict)))
+
+    def handle_queue(self, url, kwdict):
+        if url in self.visited:
+            return
+        self.visited.add(url)
+        cls = kwdict.get("_extractor")
+        child = cls.from_url(url) if cls else extractor.find(url)
+        if child is None:
+            self.collector.items.append((url, dict(kwdict)))
+            return
+        self.status |= self.__class__(child, self).run()
+
+
+class _DownloadJob(_Watching, job.DownloadJob):
+    """A DownloadJob that tells the collector which files it wrote, skipped as already
+    present, or failed; ``.part`` files are never reported."""
+
+    def __init__(self, url, parent=None, collector: _Collector | None = None):
+        self.collector = collector if collector is not None else parent.collector
+        super().__init__(url, parent)
+
+    def initialize(self, kwdict=None):
+        super().initialize(kwdict)
+        if not isinstance(self.hooks, dict):  # gallery-dl makes the dict only for postprocessors
+            self.hooks = collections.defaultdict(list)
+        collector = self.collector
+
+        def written(pathfmt):
+            collector.written.append(Written(Path(pathfmt.realpath), json_safe(pathfmt.kwdict)))
+
+        def failed(pathfmt):
+            collector.failed.append(pathfmt.filename or "?")
+
+        self.hooks["after"].append(written)
+        self.hooks["skip"].append(written)  # already on disk from an earlier attempt
+        self.hooks["error"].append(failed)

@@ -1,0 +1,318 @@
+"""The client loop: lease a batch, run its jobs in worker processes, submit results in
+small batches as they finish, heartbeat meanwhile; repeat for ``--loop`` / ``--drain``.
+
+Stopping: the first SIGINT/SIGTERM stops taking work, lets running jobs finish, submits
+their results and releases the rest; a second one kills the running jobs first.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from common.states import FailureClass, TaskKind
+
+from . import worker
+from .archive import Archive
+from .coordinator import Coordinator, CoordinatorError
+from .engines import Failure
+from .heartbeat import Heartbeat
+from .pool import WorkerPool
+
+log = logging.getLogger("fetchfleet")
+
+ONCE, LOOP, DRAIN = "once", "loop", "drain"
+#: Longest pause between lease requests when the queue is empty (--loop).
+MAX_IDLE_SECONDS = 60
+
+
+@dataclass
+class Summary:
+    kind: str
+    site: str | None
+    leases: int = 0
+    tasks: int = 0
+    done: int = 0
+    failed: Counter = field(default_factory=Counter)
+    refused: int = 0
+    released: int = 0
+    undelivered: int = 0
+    found: int = 0
+    from_archive: int = 0
+    bytes: int = 0
+    started: float = field(default_factory=time.monotonic)
+    stopped_by: str | None = None
+    retry_after: int | None = None
+
+    def line(self) -> str:
+        what = f"{self.kind} {self.site}" if self.site else self.kind
+        elapsed = time.monotonic() - self.started
+        if not self.tasks:
+            hint = f" (the coordinator suggests asking again in {self.retry_after}s)" if self.retry_after else ""
+            return f"{what}: nothing to do{hint}"
+        failed = sum(self.failed.values())
+        parts = [f"{self.done} done", f"{failed} failed"]
+        if failed:
+            parts[-1] += " (" + ", ".join(f"{count} {name}" for name, count in sorted(self.failed.items())) + ")"
+        if self.refused:
+            parts.append(f"{self.refused} refused (lease lost)")
+        if self.released:
+            parts.append(f"{self.released} released")
+        if self.undelivered:
+            parts.append(f"{self.undelivered} results undelivered")
+        if self.kind == TaskKind.METADATA:
+            parts.append(f"{self.found} things found")
+        else:
+            parts.append(human_bytes(self.bytes))
+            if self.from_archive:
+                parts.append(f"{self.from_archive} already on disk")
+        stopped = f"; stopped by {self.stopped_by}" if self.stopped_by else ""
+        return f"{what}: {', '.join(parts)} in {elapsed:.1f}s ({self.leases} lease(s)){stopped}"
+
+    def exit_code(self) -> int:
+        if self.stopped_by:
+            return 128 + getattr(signal, self.stopped_by).value
+        if self.failed or self.refused or self.undelivered:
+            return 1
+        return 0
+
+
+def human_bytes(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+class Stopper:
+    """SIGINT/SIGTERM once: stop gracefully; twice: stop now."""
+
+    def __init__(self):
+        self.graceful = threading.Event()
+        self.hard = threading.Event()
+        self.signal_name: str | None = None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        if self.graceful.is_set():
+            self.hard.set()
+            log.warning("stopping now: killing running jobs and releasing their tasks")
+            return
+        self.signal_name = signal.Signals(signum).name
+        self.graceful.set()
+        log.warning("stopping: no new work; running jobs finish, the rest is released (again to stop now)")
+
+
+class ResultSender:
+    """Submits results in small batches: a crash loses little, and the server sees few requests."""
+
+    def __init__(self, coordinator: Coordinator, lease_id: str, summary: Summary, batch: int = 25, every: float = 2.0):
+        self.coordinator = coordinator
+        self.lease_id = lease_id
+        self.summary = summary
+        self.batch = batch
+        self.every = every
+        self.buffer: list[dict[str, Any]] = []
+        self._last = time.monotonic()
+
+    def add(self, result: dict[str, Any]) -> None:
+        self.buffer.append(result)
+        if len(self.buffer) >= self.batch:
+            self.flush()
+
+    def flush_if_due(self) -> None:
+        if self.buffer and time.monotonic() - self._last >= self.every:
+            self.flush()
+
+    def flush(self) -> bool:
+        self._last = time.monotonic()
+        if not self.buffer:
+            return True
+        try:
+            answer = self.coordinator.submit(self.lease_id, self.buffer)
+        except CoordinatorError as error:
+            if error.status == 400:  # our own results are malformed: retrying cannot help
+                log.error("the coordinator rejected %d result(s): %s", len(self.buffer), error.message)
+                self.summary.undelivered += len(self.buffer)
+                self.buffer.clear()
+            else:
+                log.warning("could not submit %d result(s), will retry: %s", len(self.buffer), error.message)
+            return False
+        refused = set(answer.get("conflicts") or [])
+        if refused:
+            log.warning("%d result(s) refused: this lease no longer holds task(s) %s", len(refused), sorted(refused))
+        for result in self.buffer:
+            if result["task_id"] in refused:
+                self.summary.refused += 1
+            elif result["status"] == "done":
+                self.summary.done += 1
+                self.summary.found += len(result.get("found") or ())
+                self.summary.bytes += sum(f["size"] for f in result.get("files") or ())
+            else:
+                self.summary.failed[result["error_class"]] += 1
+        self.buffer.clear()
+        return True
+
+
+class Runner:
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        *,
+        kind: str,
+        n: int,
+        settings: dict[str, Any],
+        site: str | None = None,
+        jobs: int = 1,
+        dest: Path | None = None,
+        mode: str = ONCE,
+        lease_seconds: int | None = None,
+        progress: bool = False,
+        stopper: Stopper | None = None,
+    ):
+        self.coordinator = coordinator
+        self.kind = kind
+        self.n = n
+        self.site = site
+        self.jobs = jobs
+        self.dest = dest
+        self.mode = mode
+        self.lease_seconds = lease_seconds
+        self.settings = settings
+        self.stopper = stopper or Stopper()
+        self.summary = Summary(kind, site)
+        self.pool: WorkerPool | None = None
+        self.archive = Archive(dest) if kind == TaskKind.DOWNLOAD and dest is not None else None
+        self.bar = tqdm(
+            total=0,
+            unit="task",
+            desc=f"{kind} {site or ''}".strip(),
+            disable=not progress,
+            dynamic_ncols=True,
+            leave=True,
+        )
+
+    def run(self) -> Summary:
+        try:
+            while not self.stopper.graceful.is_set():
+                lease = self.coordinator.lease(self.kind, self.n, site=self.site, lease_seconds=self.lease_seconds)
+                if not lease["tasks"]:
+                    self.summary.retry_after = lease.get("retry_after")
+                    if self.mode != LOOP:
+                        break
+                    self.stopper.graceful.wait(min(lease.get("retry_after") or MAX_IDLE_SECONDS, MAX_IDLE_SECONDS))
+                    continue
+                self._run_lease(lease)
+                if self.mode == ONCE or self.stopper.hard.is_set():
+                    break
+        finally:
+            self.summary.stopped_by = self.stopper.signal_name
+            self.bar.close()
+            if self.pool is not None:
+                if self.stopper.hard.is_set():
+                    self.pool.kill()
+                else:
+                    self.pool.close()
+            if self.archive is not None:
+                self.archive.close()
+        return self.summary
+
+    def _pool_for(self, lease_sites: dict[str, dict[str, Any]]) -> WorkerPool:
+        if self.pool is not None and self.pool.knows(lease_sites):
+            return self.pool
+        sites = {**self.coordinator.sites(), **lease_sites}
+        if self.pool is not None:
+            self.pool.close()
+        self.pool = WorkerPool(self.jobs, self.settings, sites)
+        return self.pool
+
+    def _run_lease(self, lease: dict[str, Any]) -> None:
+        lease_id, tasks = lease["lease_id"], lease["tasks"]
+        self.summary.leases += 1
+        self.summary.tasks += len(tasks)
+        self.bar.total += len(tasks)
+        self.bar.refresh()
+        expires = datetime.fromisoformat(lease["expires_at"])
+        heartbeat = Heartbeat(self.coordinator, lease_id, (expires - datetime.now(UTC)).total_seconds())
+        heartbeat.start()
+        sender = ResultSender(self.coordinator, lease_id, self.summary)
+        unfinished = {task["id"] for task in tasks}
+        try:
+            pending = self._dispatch(lease, sender, unfinished)
+            self._collect(pending, sender, unfinished)
+        finally:
+            if not sender.flush():
+                sender.flush()
+            self.summary.undelivered += len(sender.buffer)
+            heartbeat.stop()
+            if unfinished and not heartbeat.lost.is_set():
+                try:
+                    self.summary.released += len(self.coordinator.release(lease_id, sorted(unfinished)))
+                except CoordinatorError as error:
+                    log.warning("could not release %d task(s): %s", len(unfinished), error.message)
+
+    def _dispatch(self, lease, sender: ResultSender, unfinished: set[int]) -> dict[Future, dict]:
+        pool = self._pool_for(lease["sites"])
+        pending: dict[Future, dict] = {}
+        for task in lease["tasks"]:
+            if self.kind == TaskKind.DOWNLOAD:
+                recorded = self.archive.lookup(task["site"], task.get("remote_id"))
+                if recorded is not None:
+                    self.summary.from_archive += 1
+                    self._finish(task, {"task_id": task["id"], "status": "done", "files": recorded}, sender, unfinished)
+                    continue
+                pending[pool.submit(worker.download, task, str(self.dest))] = task
+            else:
+                pending[pool.submit(worker.resolve, task)] = task
+        return pending
+
+    def _collect(self, pending: dict[Future, dict], sender: ResultSender, unfinished: set[int]) -> None:
+        cancelled = False
+        while pending:
+            if self.stopper.hard.is_set():
+                self.pool.kill()
+                self.pool = None
+                return
+            if self.stopper.graceful.is_set() and not cancelled:
+                cancelled = True
+                for future in list(pending):
+                    if future.cancel():
+                        del pending[future]
+            finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = pending.pop(future)
+                try:
+                    result = future.result()
+                except CancelledError:
+                    continue
+                except BrokenProcessPool as exc:
+                    if self.pool is not None:  # a worker died (out of memory?): new workers next lease
+                        self.pool.kill()
+                        self.pool = None
+                    result = Failure(FailureClass.TRANSIENT, f"worker process died: {exc}").as_result(task["id"])
+                self._finish(task, result, sender, unfinished)
+            sender.flush_if_due()
+
+    def _finish(self, task: dict, result: dict, sender: ResultSender, unfinished: set[int]) -> None:
+        if result["status"] == "done" and self.archive is not None:
+            self.archive.record(task["site"], task.get("remote_id"), result["files"])
+        elif result["status"] == "failed":
+            log.info("task %s (%s) failed: %s: %s", task["id"], task["url"], result["error_class"], result["error"])
+        unfinished.discard(task["id"])
+        sender.add(result)
+        self.bar.update(1)
