@@ -19,6 +19,7 @@ from common.settings import ConfigError, load_settings
 from common.states import TaskKind
 from common.version import __version__
 
+from .cache import open_cache, redact
 from .coordinator import Coordinator, CoordinatorError
 from .runner import DRAIN, LOOP, ONCE, Runner, Stopper
 from .settings import DEFAULTS, validate
@@ -138,6 +139,7 @@ def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progr
         except OSError as error:
             _fail(f"cannot create --dest {dest}: {error.strerror}", 2)
     coordinator = Coordinator(settings["SERVER_URL"], settings["API_KEY"], timeout=settings["HTTP_TIMEOUT"])
+    metadata_cache = open_cache(settings) if kind == TaskKind.METADATA else None
     stopper = Stopper()
     stopper.install()
     runner = Runner(
@@ -151,6 +153,7 @@ def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progr
         lease_seconds=lease_seconds,
         settings=settings,
         stopper=stopper,
+        cache=metadata_cache,
         progress=sys.stderr.isatty() if progress is None else progress,
     )
     try:
@@ -161,3 +164,75 @@ def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progr
         coordinator.close()
     click.echo(summary.line())
     return summary.exit_code()
+
+
+@main.group()
+def cache():
+    """The metadata cache: its state, and replication with a central CouchDB."""
+
+
+@cache.command("status")
+@click.pass_obj
+def cache_status(obj):
+    """Which cache this node uses, how many documents it holds, and its replications."""
+    settings = obj["settings"]
+    guarded = open_cache(settings)
+    if not guarded.enabled:
+        _fail(f"the metadata cache ({guarded.where}) is unavailable", EXIT_UNREACHABLE)
+    for key, value in guarded.cache.describe().items():
+        click.echo(f"{key}: {value}")
+    guarded.close()
+    if settings.get("COUCHDB_URL"):
+        from .cache.couch import replication_status
+
+        _show_replication(
+            _couch_call(settings, replication_status, settings["COUCHDB_URL"], settings["COUCHDB_DATABASE"])
+        )
+
+
+@cache.command("replicate")
+@click.argument("central_url")
+@click.option("--stop", is_flag=True, help="Cancel this node's replication instead.")
+@click.pass_obj
+def cache_replicate(obj, central_url, stop):
+    """Replicate this node's CouchDB cache with the one at CENTRAL_URL, continuously, both ways.
+
+    Safe to run again: replication documents are only written when they change. They
+    live in the local CouchDB's _replicator database and survive its restarts.
+    """
+    from .cache import couch
+
+    settings = obj["settings"]
+    local = settings.get("COUCHDB_URL")
+    if not local:
+        _fail("replication needs a local CouchDB: set COUCHDB_URL (FETCHFLEET_COUCHDB_URL)", 2)
+    database = settings["COUCHDB_DATABASE"]
+    if stop:
+        count = _couch_call(settings, couch.stop_replication, local, database, central=central_url)
+        click.echo(f"stopped {count} replication(s)")
+        return
+    _show_replication(
+        _couch_call(settings, couch.ensure_replication, local, central_url, database, central=central_url)
+    )
+
+
+def _couch_call(settings, function, *args, central: str | None = None):
+    """Run a CouchDB call; any failure is one line on stderr, without credentials."""
+    try:
+        return function(*args)
+    except Exception as error:
+        message = f"{error.__class__.__name__}: {error}"
+        from .cache.base import _secrets_of
+
+        for secret in _secrets_of(settings.get("COUCHDB_URL")) + _secrets_of(central):
+            message = message.replace(secret, "***")
+        _fail(f"CouchDB call failed: {redact(message)[:300]}", EXIT_UNREACHABLE)
+
+
+def _show_replication(status: list[dict]) -> None:
+    if not status:
+        click.echo("replication: none")
+    for entry in status:
+        reason = f" ({entry['reason']})" if entry["reason"] else ""
+        route = f"{entry['source']} -> {entry['target']}"
+        click.echo(f"replication {entry['direction']}: {route}: {entry['state']}{reason}")

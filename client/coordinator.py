@@ -51,7 +51,7 @@ def _session(key: str, retry: Retry) -> requests.Session:
 
 
 class Coordinator:
-    def __init__(self, url: str, key: str, *, timeout: float = 30, retries: int = 6):
+    def __init__(self, url: str, key: str, *, timeout: float = 30, retries: int = 3):
         self.url = url.rstrip("/")
         self.timeout = timeout
         backoff = {"backoff_factor": 0.5, "backoff_max": 30, "raise_on_status": False}

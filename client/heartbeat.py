@@ -27,6 +27,8 @@ class Heartbeat(threading.Thread):
                 self.coordinator.extend(self.lease_id)
                 self.beats += 1
             except CoordinatorError as error:
+                if error.status == 409 and error.body.get("state") in ("completed", "released"):
+                    return  # every result arrived (or was handed back) just before this beat
                 if error.status in (404, 409):
                     log.warning(
                         "lease %s… was lost (%s); its results will be refused", self.lease_id[:8], error.message

@@ -25,6 +25,7 @@ from common.states import FailureClass, TaskKind
 
 from . import worker
 from .archive import Archive
+from .cache import GuardedCache
 from .coordinator import Coordinator, CoordinatorError
 from .engines import Failure
 from .heartbeat import Heartbeat
@@ -49,6 +50,7 @@ class Summary:
     released: int = 0
     undelivered: int = 0
     found: int = 0
+    from_cache: int = 0
     from_archive: int = 0
     bytes: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -73,6 +75,8 @@ class Summary:
             parts.append(f"{self.undelivered} results undelivered")
         if self.kind == TaskKind.METADATA:
             parts.append(f"{self.found} things found")
+            if self.from_cache:
+                parts.append(f"{self.from_cache} from the cache")
         else:
             parts.append(human_bytes(self.bytes))
             if self.from_archive:
@@ -184,6 +188,7 @@ class Runner:
         lease_seconds: int | None = None,
         progress: bool = False,
         stopper: Stopper | None = None,
+        cache: GuardedCache | None = None,
     ):
         self.coordinator = coordinator
         self.kind = kind
@@ -196,8 +201,13 @@ class Runner:
         self.settings = settings
         self.stopper = stopper or Stopper()
         self.summary = Summary(kind, site)
+        #: Results not yet delivered (coordinator unreachable): retried before every lease request.
+        self.backlog: list[ResultSender] = []
         self.pool: WorkerPool | None = None
         self.archive = Archive(dest) if kind == TaskKind.DOWNLOAD and dest is not None else None
+        #: Metadata runs consult it before touching a site; fresh resolutions go into it.
+        self.cache = cache if kind == TaskKind.METADATA else None
+        self._resolved: list[tuple[str, str, list[dict]]] = []
         self.bar = tqdm(
             total=0,
             unit="task",
@@ -208,9 +218,22 @@ class Runner:
         )
 
     def run(self) -> Summary:
+        outages = 0
         try:
             while not self.stopper.graceful.is_set():
-                lease = self.coordinator.lease(self.kind, self.n, site=self.site, lease_seconds=self.lease_seconds)
+                self._deliver_backlog()
+                try:
+                    lease = self.coordinator.lease(self.kind, self.n, site=self.site, lease_seconds=self.lease_seconds)
+                except CoordinatorError as error:
+                    # A daemon outlives coordinator restarts; a one-off run reports and stops.
+                    if self.mode != LOOP or error.status is not None:
+                        raise
+                    outages += 1
+                    pause = min(5 * 2 ** (outages - 1), MAX_IDLE_SECONDS)
+                    log.warning("%s; trying again in %ds", error.message, pause)
+                    self.stopper.graceful.wait(pause)
+                    continue
+                outages = 0
                 if not lease["tasks"]:
                     self.summary.retry_after = lease.get("retry_after")
                     if self.mode != LOOP:
@@ -221,6 +244,8 @@ class Runner:
                 if self.mode == ONCE or self.stopper.hard.is_set():
                     break
         finally:
+            self._deliver_backlog()
+            self.summary.undelivered += sum(len(sender.buffer) for sender in self.backlog)
             self.summary.stopped_by = self.stopper.signal_name
             self.bar.close()
             if self.pool is not None:
@@ -230,7 +255,13 @@ class Runner:
                     self.pool.close()
             if self.archive is not None:
                 self.archive.close()
+            if self.cache is not None:
+                self.cache.close()
         return self.summary
+
+    def _deliver_backlog(self) -> None:
+        """Results first, then new work: delivered before the lease expires, they still count."""
+        self.backlog = [sender for sender in self.backlog if not sender.flush()]
 
     def _pool_for(self, lease_sites: dict[str, dict[str, Any]]) -> WorkerPool:
         if self.pool is not None and self.pool.knows(lease_sites):
@@ -256,9 +287,11 @@ class Runner:
             pending = self._dispatch(lease, sender, unfinished)
             self._collect(pending, sender, unfinished)
         finally:
+            if self.cache is not None:
+                self.cache.store(self._resolved)
+                self._resolved = []
             if not sender.flush():
-                sender.flush()
-            self.summary.undelivered += len(sender.buffer)
+                self.backlog.append(sender)
             heartbeat.stop()
             if unfinished and not heartbeat.lost.is_set():
                 try:
@@ -269,7 +302,13 @@ class Runner:
     def _dispatch(self, lease, sender: ResultSender, unfinished: set[int]) -> dict[Future, dict]:
         pool = self._pool_for(lease["sites"])
         pending: dict[Future, dict] = {}
+        cached = self.cache.lookup((task["site"], task["url"]) for task in lease["tasks"]) if self.cache else {}
         for task in lease["tasks"]:
+            found = cached.get((task["site"], task["url"]))
+            if found is not None:  # another node (or this one) resolved it recently: no site request
+                self.summary.from_cache += 1
+                self._finish(task, {"task_id": task["id"], "status": "done", "found": found}, sender, unfinished)
+                continue
             if self.kind == TaskKind.DOWNLOAD:
                 recorded = self.archive.lookup(task["site"], task.get("remote_id"))
                 if recorded is not None:
@@ -305,12 +344,16 @@ class Runner:
                         self.pool.kill()
                         self.pool = None
                     result = Failure(FailureClass.TRANSIENT, f"worker process died: {exc}").as_result(task["id"])
-                self._finish(task, result, sender, unfinished)
+                self._finish(task, result, sender, unfinished, fresh=True)
             sender.flush_if_due()
 
-    def _finish(self, task: dict, result: dict, sender: ResultSender, unfinished: set[int]) -> None:
+    def _finish(
+        self, task: dict, result: dict, sender: ResultSender, unfinished: set[int], fresh: bool = False
+    ) -> None:
         if result["status"] == "done" and self.archive is not None:
             self.archive.record(task["site"], task.get("remote_id"), result["files"])
+        elif fresh and result["status"] == "done" and self.cache is not None:
+            self._resolved.append((task["site"], task["url"], result["found"]))
         elif result["status"] == "failed":
             log.info("task %s (%s) failed: %s: %s", task["id"], task["url"], result["error_class"], result["error"])
         unfinished.discard(task["id"])

@@ -25,6 +25,8 @@ DEFAULTS: dict[str, Any] = {
     "CACHE_PATH": "var/cache",
     # Resolutions older than this are resolved again: sites gain posts over time.
     "CACHE_MAX_AGE_SECONDS": 24 * 3600,
+    # This node's name in the cache documents it writes (None: the host name).
+    "NODE_NAME": None,
     # Seconds to wait for the coordinator before giving up on one request (retried).
     "HTTP_TIMEOUT": 30,
 }

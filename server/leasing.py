@@ -149,6 +149,7 @@ def lease_tasks(
             session.commit()
             return Grant(None, retry_after=policy.empty_queue_retry_after)
 
+    length = policy.lease_length(kind, lease_seconds)
     lease = Lease(
         id=secrets.token_urlsafe(32),
         kind=kind,
@@ -156,8 +157,9 @@ def lease_tasks(
         client_id=client.id,
         state=LeaseState.ACTIVE,
         task_count=0,
+        seconds=int(length.total_seconds()),
         created_at=now,
-        expires_at=now + policy.lease_length(kind, lease_seconds),
+        expires_at=now + length,
     )
     session.add(lease)
     session.flush()
@@ -270,7 +272,8 @@ def extend_lease(
     seconds: int | None = None,
     now: datetime | None = None,
 ) -> Lease:
-    """Heartbeat: the lease now expires ``seconds`` from ``now`` (never earlier than before).
+    """Heartbeat: the lease now expires ``seconds`` (default: its own length) from ``now``,
+    never earlier than before.
 
     An expired lease that nobody reclaimed yet can still be extended: its tasks were
     never handed on. One that was reclaimed cannot (409).
@@ -280,7 +283,8 @@ def extend_lease(
     if lease.state != LeaseState.ACTIVE:
         session.rollback()
         raise Conflict(f"lease {lease_id} is {lease.state}; it can no longer be extended", extra={"state": lease.state})
-    lease.expires_at = max(lease.expires_at, now + policy.lease_length(lease.kind, seconds))
+    length = policy.lease_length(lease.kind, lease.seconds if seconds is None else seconds)
+    lease.expires_at = max(lease.expires_at, now + length)
     session.commit()
     return lease
 
@@ -422,6 +426,9 @@ def submit_results(
                 Task.attempts,
                 Task.item_id,
                 Task.priority,
+                Task.error_class,
+                Task.last_error,
+                Task.last_error_at,
             )
             .where(Task.id.in_(seen))
             .with_for_update()
@@ -504,7 +511,9 @@ def _check_result(index: int, result: Mapping[str, Any], kind: str, sites: SiteR
 
 
 def _base_change(task: Any, lease_id: str, now: datetime) -> dict[str, Any]:
-    """Every bulk-update row has the same keys, so SQLAlchemy sends one executemany."""
+    """Every bulk-update row has the same keys, so SQLAlchemy sends one executemany.
+    The last error a task saw stays on it after a success: "done after a 500" is history
+    worth keeping."""
     return {
         "id": task.id,
         "state": task.state,
@@ -512,9 +521,9 @@ def _base_change(task: Any, lease_id: str, now: datetime) -> dict[str, Any]:
         "available_at": now,
         "lease_id": None,
         "result_lease_id": lease_id,
-        "error_class": None,
-        "last_error": None,
-        "last_error_at": None,
+        "error_class": task.error_class,
+        "last_error": task.last_error,
+        "last_error_at": task.last_error_at,
         "found_count": None,
         "bytes": None,
         "done_by": None,

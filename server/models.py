@@ -145,6 +145,8 @@ class Lease(db.Model):
     client_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
     state: Mapped[str] = mapped_column(String(16), default=LeaseState.ACTIVE)
     task_count: Mapped[int] = mapped_column(Integer)
+    #: The length asked for at creation; a heartbeat extends by this much unless told otherwise.
+    seconds: Mapped[int] = mapped_column(Integer, server_default=text("3600"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -109,6 +109,7 @@ class LeaseStateSchema(ma.Schema):
     kind = fields.String()
     site = fields.String(allow_none=True)
     state = fields.String()
+    seconds = fields.Integer(metadata={"description": "the lease's length; a heartbeat extends by this much"})
     expires_at = fields.AwareDateTime()
     task_count = fields.Integer()
 

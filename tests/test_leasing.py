@@ -374,3 +374,12 @@ def test_completed_lease_is_marked_and_files_recorded(session, node, actions):
     [record] = session.scalars(select(File)).all()
     assert (record.task_id, record.client_id, record.path, record.size) == (task_id, node.id, "booru/1.png", 10)
     assert actions.task(task_id).bytes == 10 and actions.task(task_id).done_by == node.id
+
+
+def test_heartbeat_extends_by_the_lease_s_own_length(session, node, actions):
+    actions.add_download_tasks("booru", 1)
+    grant = lease(session, node, lease_seconds=40)
+    extended = extend_lease(
+        session, lease_id=grant.lease.id, client=node, policy=context.policy(), now=T0 + timedelta(seconds=30)
+    )
+    assert extended.seconds == 40 and extended.expires_at == T0 + timedelta(seconds=70)

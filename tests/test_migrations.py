@@ -27,3 +27,37 @@ def test_init_db_twice_keeps_data(ctx, runner, actions):
     assert db.session.scalar(select(Item.key)) == "query:cats"
     db.session.commit()  # SQLite: end the read before inspecting on another connection
     assert "alembic_version" in inspect(db.engine).get_table_names()
+
+
+def test_upgrade_from_the_first_release_keeps_its_data(tmp_path):
+    """A database created by revision 0001, with a lease in it, upgrades in place."""
+    from flask_migrate import downgrade, upgrade
+    from sqlalchemy import text
+
+    from server import MIGRATIONS_DIR, create_app
+    from server.extensions import db
+
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'old.sqlite3'}"})
+    with app.app_context():
+        upgrade(directory=MIGRATIONS_DIR, revision="0001")
+        with db.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (id, name, key_hash, role, created_at) "
+                    "VALUES (1, 'n', 'h', 'client', '2026-01-01 00:00:00')"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO leases (id, kind, client_id, state, task_count, created_at, "
+                    "expires_at) VALUES ('L', 'download', 1, 'active', 3, '2026-01-01 00:00:00', "
+                    "'2026-01-01 01:00:00')"
+                )
+            )
+        upgrade(directory=MIGRATIONS_DIR)
+        with db.engine.connect() as connection:
+            row = connection.execute(text("SELECT task_count, seconds FROM leases WHERE id = 'L'")).one()
+        assert tuple(row) == (3, 3600)
+        downgrade(directory=MIGRATIONS_DIR, revision="0001")
+        upgrade(directory=MIGRATIONS_DIR)
+        db.engine.dispose()

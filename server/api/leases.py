@@ -58,7 +58,7 @@ def create_lease(request):
 @blp.arguments(ExtendRequestSchema)
 @blp.response(200, LeaseStateSchema)
 def extend(request, lease_id):
-    """Heartbeat: push the lease's expiry out (seconds, default the kind's lease length)"""
+    """Heartbeat: push the lease's expiry out by seconds (default: the lease's own length)"""
     return extend_lease(
         db.session, lease_id=lease_id, client=g.api_key, seconds=request.get("seconds"), policy=context.policy()
     )

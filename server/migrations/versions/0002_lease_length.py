@@ -1,0 +1,24 @@
+"""Remember each lease's length: a heartbeat extends a lease by its own length.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-21
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("leases") as batch:
+        batch.add_column(sa.Column("seconds", sa.Integer(), nullable=False, server_default="3600"))
+
+
+def downgrade():
+    with op.batch_alter_table("leases") as batch:
+        batch.drop_column("seconds")

@@ -1,0 +1,41 @@
+"""The README's first command: the one-command demo runs the whole loop and cleans up."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+
+from demo.processes import REPO_ROOT
+
+
+def test_the_one_command_demo(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "demo", "--no-progress", "--workdir", str(tmp_path / "out")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
+    assert stats["tasks"]["metadata"]["done"] == 8  # 9 items; "no_such_tag" waits to be retried
+    downloads = stats["tasks"]["download"]
+    assert downloads["dead"] == 2 and downloads["queued"] == downloads["leased"] == 0  # the 404 and the 500 post
+    assert downloads["done"] == downloads["total"] - 2 > 80
+    files = [
+        path
+        for path in (tmp_path / "out" / "downloads").rglob("*")
+        if path.is_file() and path.suffix != ".json" and ".fetchfleet" not in path.parts
+    ]
+    assert len(files) == downloads["done"]
+    # Everything it started is gone: neither the site nor the coordinator answers any more.
+    ports = re.findall(r"(?:demo site|coordinator): http://127\.0\.0\.1:(\d+)", result.stderr)
+    assert len(ports) == 2, result.stderr
+    for port in ports:
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", int(port))) != 0
