@@ -9,7 +9,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
-from datetime import timedelta
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from flask import current_app, g, request
 from flask_smorest import Blueprint
@@ -53,13 +55,60 @@ def revoke_key(session: Session, name: str) -> None:
         raise NotFound(f"no active key named {name!r}")
     api_key.revoked_at = utcnow()
     session.commit()
+    key_cache.forget(_database(session), name)
 
 
 def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.name)))
 
 
-def authenticate(session: Session, authorization: str | None) -> ApiKey:
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: what the views and the domain need of an API key."""
+
+    id: int
+    name: str
+    role: str
+    client_version: str | None
+    revoked: bool
+
+
+class KeyCache:
+    """Keys looked up in the last few seconds, per process: without it every request
+    pays a read transaction (two round trips on PostgreSQL). A revocation reaches the
+    other processes within ``ttl`` seconds, and this one at once."""
+
+    def __init__(self, ttl: float = 10.0):
+        self.ttl = ttl
+        self._entries: dict[tuple[str, str], tuple[float, Caller | None]] = {}
+        #: When this process last recorded a key as seen, by (database, key id).
+        self.seen_at: dict[tuple[str, int], datetime] = {}
+
+    def get(self, database: str, key_hash: str) -> tuple[bool, Caller | None]:
+        entry = self._entries.get((database, key_hash))
+        if entry is None or time.monotonic() - entry[0] > self.ttl:
+            return False, None
+        return True, entry[1]
+
+    def put(self, database: str, key_hash: str, caller: Caller | None) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[(database, key_hash)] = (time.monotonic(), caller)
+
+    def forget(self, database: str, name: str) -> None:
+        for cache_key, (_, caller) in list(self._entries.items()):
+            if cache_key[0] == database and caller is not None and caller.name == name:
+                del self._entries[cache_key]
+
+
+key_cache = KeyCache()
+
+
+def _database(session: Session) -> str:
+    return session.get_bind().url.render_as_string(hide_password=True)
+
+
+def authenticate(session: Session, authorization: str | None) -> Caller:
     """The key named by an ``Authorization: Bearer`` header, or Unauthorized."""
     challenge = {"WWW-Authenticate": 'Bearer realm="fetchfleet"'}
     if not authorization:
@@ -67,10 +116,25 @@ def authenticate(session: Session, authorization: str | None) -> ApiKey:
     scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise Unauthorized("malformed Authorization header: expected 'Bearer <key>'", headers=challenge)
-    api_key = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key.strip())))
-    if api_key is None or api_key.revoked_at is not None:
+    key_hash = hash_key(key.strip())
+    database = _database(session)
+    cached, caller = key_cache.get(database, key_hash)
+    if not cached:
+        read_only(session)
+        row = session.execute(
+            select(
+                ApiKey.id, ApiKey.name, ApiKey.role, ApiKey.client_version, ApiKey.revoked_at, ApiKey.last_seen_at
+            ).where(ApiKey.key_hash == key_hash)
+        ).one_or_none()
+        session.commit()
+        caller = None
+        if row is not None:
+            caller = Caller(row.id, row.name, row.role, row.client_version, row.revoked_at is not None)
+            key_cache.seen_at[(database, row.id)] = row.last_seen_at or datetime.min.replace(tzinfo=UTC)
+        key_cache.put(database, key_hash, caller)
+    if caller is None or caller.revoked:
         raise Unauthorized("unknown or revoked API key", headers=challenge)
-    return api_key
+    return caller
 
 
 def check_client_version(announced: str | None, minimum: str | None) -> None:
@@ -89,18 +153,23 @@ def check_client_version(announced: str | None, minimum: str | None) -> None:
         raise ClientTooOld(f"client version {announced} is older than the minimum {minimum}: please upgrade")
 
 
-def _note_seen(session: Session, api_key: ApiKey, version: str | None) -> None:
-    """Record last contact, at most once a minute, in a short write of its own."""
-    session.commit()  # end the reading transaction: the view starts its own
+def _note_seen(session: Session, caller: Caller, version: str | None) -> None:
+    """Record last contact (and the client version), at most once a minute per process,
+    in a short write of its own."""
+    database = _database(session)
     now = utcnow()
-    version = version[:32] if version else api_key.client_version
-    stale = api_key.last_seen_at is None or now - api_key.last_seen_at >= LAST_SEEN_RESOLUTION
-    if stale or version != api_key.client_version:
-        session.execute(update(ApiKey).where(ApiKey.id == api_key.id).values(last_seen_at=now, client_version=version))
-        session.commit()
+    version = version[:32] if version else caller.client_version
+    last = key_cache.seen_at.get((database, caller.id))
+    if last is not None and now - last < LAST_SEEN_RESOLUTION and version == caller.client_version:
+        return
+    key_cache.seen_at[(database, caller.id)] = now
+    session.execute(update(ApiKey).where(ApiKey.id == caller.id).values(last_seen_at=now, client_version=version))
+    session.commit()
+    if version != caller.client_version:
+        key_cache.forget(database, caller.name)
 
 
-def current_key() -> ApiKey:
+def current_key() -> Caller:
     return g.api_key
 
 
@@ -116,7 +185,6 @@ def auth_required(role: Role, *, client_protocol: bool = False, optional_setting
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
             if optional_setting is None or current_app.config.get(optional_setting):
-                read_only(db.session)
                 api_key = authenticate(db.session, request.headers.get("Authorization"))
                 if role == Role.ADMIN and api_key.role != Role.ADMIN:
                     raise Forbidden(f"this needs an admin key; key {api_key.name!r} is a {api_key.role} key")

@@ -14,24 +14,51 @@ deadlock.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import and_, case, exists, func, select, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, literal_column, select, update
 from sqlalchemy.orm import Session
 
 from common.states import FailureClass, ItemState, TaskKind, TaskState
 
-from .database import dialect_insert, is_postgresql, utcnow
+from .database import dialect_insert, insert_ignore, insert_rows, is_postgresql, utcnow
 from .errors import Conflict, InvalidInput, NotFound
-from .models import ApiKey, File, Item, Lease, LeaseState, SiteState, Task
+from .models import File, Item, Lease, LeaseState, SiteState, Task
 from .sites import SiteRegistry
 
 log = logging.getLogger(__name__)
+
+
+def sql_literal(value: str):
+    """A fixed vocabulary value (a state, a kind) written into the SQL text: partial indexes
+    (``WHERE state = 'queued'``) then match in PostgreSQL's generic plans too, which a
+    bound parameter cannot."""
+    assert value.replace("_", "").isalnum()
+    return literal_column(f"'{value}'")
+
+
+QUEUED, LEASED = sql_literal(TaskState.QUEUED), sql_literal(TaskState.LEASED)
+
+#: The hot paths use Core on the tables: no ORM identity map or unit of work per task.
+TASKS = Task.__table__
+LEASES = Lease.__table__
+_LEASED_COLUMNS = (
+    TASKS.c.id,
+    TASKS.c.kind,
+    TASKS.c.site,
+    TASKS.c.url,
+    TASKS.c.remote_id,
+    TASKS.c.payload,
+    TASKS.c.priority,
+    TASKS.c.attempts,
+    TASKS.c.item_id,
+)
 
 MAX_BATCH = 100
 #: Leases reclaimed per call: bounds the work a single lease request can be charged with.
@@ -91,11 +118,29 @@ class LeasePolicy:
         return timedelta(seconds=max(1.0, min(float(seconds), self.max_retry_after)))
 
 
+class Client(Protocol):
+    """Who leases and submits (an API key): only its id and name matter here."""
+
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    id: str
+    kind: str
+    site: str | None
+    state: str
+    seconds: int
+    task_count: int
+    expires_at: datetime
+
+
 @dataclass
 class Grant:
     """What a lease request got: a lease with tasks, or nothing and when to ask again."""
 
-    lease: Lease | None
+    lease: LeaseInfo | None
     tasks: list[dict[str, Any]] = field(default_factory=list)
     retry_after: int | None = None
 
@@ -116,7 +161,7 @@ class SubmitOutcome:
 def lease_tasks(
     session: Session,
     *,
-    client: ApiKey,
+    client: Client,
     kind: str,
     n: int,
     sites: SiteRegistry,
@@ -149,66 +194,73 @@ def lease_tasks(
             session.commit()
             return Grant(None, retry_after=policy.empty_queue_retry_after)
 
-    length = policy.lease_length(kind, lease_seconds)
-    lease = Lease(
-        id=secrets.token_urlsafe(32),
-        kind=kind,
-        site=site,
-        client_id=client.id,
-        state=LeaseState.ACTIVE,
-        task_count=0,
-        seconds=int(length.total_seconds()),
-        created_at=now,
-        expires_at=now + length,
-    )
-    session.add(lease)
-    session.flush()
-
-    candidates = (
-        select(Task.id)
-        .where(Task.state == TaskState.QUEUED, Task.kind == kind, Task.available_at <= now)
-        .order_by(Task.priority.desc(), Task.id)
-        .limit(n)
-        .with_for_update(skip_locked=True)
-    )
-    if site is not None:
-        candidates = candidates.where(Task.site == site)
-    elif cooling:
-        candidates = candidates.where(Task.site.not_in(list(cooling)))
-    # Picked once, in a materialized CTE: as ``IN (subquery)`` PostgreSQL may re-run the
-    # subquery per row, and with SKIP LOCKED + LIMIT each run skips rows this very
-    # statement already updated, so more than ``n`` tasks would be leased.
-    picked = candidates.cte("picked").prefix_with("MATERIALIZED")
-    leased = session.execute(
-        update(Task)
-        .where(Task.id == picked.c.id, Task.state == TaskState.QUEUED)
-        .values(state=TaskState.LEASED, lease_id=lease.id, leased_at=now, updated_at=now)
-        .returning(
-            Task.id,
-            Task.kind,
-            Task.site,
-            Task.url,
-            Task.remote_id,
-            Task.payload,
-            Task.priority,
-            Task.attempts,
-            Task.item_id,
-        )
-        .execution_options(synchronize_session=False)
-    ).all()
-
+    lease_id = secrets.token_urlsafe(32)
+    excluded = sorted(cooling) if site is None else []
+    statement = _lease_statement(kind, site is not None, bool(excluded))
+    parameters = {"now": now, "n": n, "new_lease_id": lease_id, "only_site": site, "excluded": excluded}
+    leased = session.connection().execute(statement, parameters).all()
     if not leased:
-        session.delete(lease)
         session.commit()
         return Grant(None, retry_after=policy.empty_queue_retry_after)
 
-    lease.task_count = len(leased)
+    length = policy.lease_length(kind, lease_seconds)
+    lease = LeaseInfo(lease_id, kind, site, LeaseState.ACTIVE, int(length.total_seconds()), len(leased), now + length)
+    session.connection().execute(
+        _INSERT_LEASE,
+        {
+            "id": lease.id,
+            "kind": kind,
+            "site": site,
+            "client_id": client.id,
+            "state": lease.state,
+            "task_count": lease.task_count,
+            "seconds": lease.seconds,
+            "created_at": now,
+            "expires_at": lease.expires_at,
+        },
+    )
     tasks = [row._asdict() for row in leased]
     tasks.sort(key=lambda task: (-task["priority"], task["id"]))
     if kind == TaskKind.METADATA:
         _attach_items(session, tasks)
     session.commit()
     return Grant(lease, tasks)
+
+
+@functools.cache
+def _lease_statement(kind: str, per_site: bool, excluding: bool):
+    """The lease statement for one shape of request, built once (it runs on every lease).
+
+    Candidates are picked in a materialized CTE: as ``IN (subquery)`` PostgreSQL may re-run
+    the subquery per row, and with SKIP LOCKED + LIMIT each run skips rows this very
+    statement already updated, so more than ``n`` tasks would be leased.
+    """
+    candidates = (
+        select(TASKS.c.id)
+        .where(TASKS.c.state == QUEUED, TASKS.c.kind == sql_literal(kind), TASKS.c.available_at <= bindparam("now"))
+        .order_by(TASKS.c.priority.desc(), TASKS.c.id)
+        .limit(bindparam("n"))
+        .with_for_update(skip_locked=True)
+    )
+    if per_site:
+        candidates = candidates.where(TASKS.c.site == bindparam("only_site"))
+    if excluding:
+        candidates = candidates.where(TASKS.c.site.not_in(bindparam("excluded", expanding=True)))
+    picked = candidates.cte("picked").prefix_with("MATERIALIZED")
+    return (
+        update(TASKS)
+        .where(TASKS.c.id == picked.c.id, TASKS.c.state == QUEUED)
+        .values(
+            state=TaskState.LEASED,
+            lease_id=bindparam("new_lease_id"),
+            leased_at=bindparam("now"),
+            updated_at=bindparam("now"),
+        )
+        .returning(*_LEASED_COLUMNS)
+    )
+
+
+_INSERT_LEASE = insert(LEASES)
 
 
 def _attach_items(session: Session, tasks: list[dict[str, Any]]) -> None:
@@ -228,7 +280,8 @@ def _cooling_sites(session: Session, now: datetime) -> dict[str, datetime]:
 
 
 def _in_flight(session: Session, site: str, now: datetime) -> int:
-    """Download tasks of ``site`` leased right now. On PostgreSQL the site row is locked
+    """Download tasks of ``site`` leased right now (read through the partial index of leased
+    tasks, which only ever holds what clients hold). On PostgreSQL the site row is locked
     first, so two concurrent leases cannot both see room under the limit."""
     if is_postgresql(session):
         session.execute(dialect_insert(session, SiteState).values(name=site, updated_at=now).on_conflict_do_nothing())
@@ -236,7 +289,7 @@ def _in_flight(session: Session, site: str, now: datetime) -> int:
     return session.scalar(
         select(func.count())
         .select_from(Task)
-        .where(Task.kind == TaskKind.DOWNLOAD, Task.site == site, Task.state == TaskState.LEASED)
+        .where(Task.state == LEASED, Task.kind == sql_literal(TaskKind.DOWNLOAD), Task.site == site)
     )
 
 
@@ -254,7 +307,7 @@ def _check_kind(kind: str) -> TaskKind:
 # ------------------------------------------------------------ extend and release
 
 
-def _locked_lease(session: Session, lease_id: str, client: ApiKey) -> Lease:
+def _locked_lease(session: Session, lease_id: str, client: Client) -> Lease:
     lease = session.scalar(
         select(Lease).where(Lease.id == lease_id).with_for_update().execution_options(populate_existing=True)
     )
@@ -267,7 +320,7 @@ def extend_lease(
     session: Session,
     *,
     lease_id: str,
-    client: ApiKey,
+    client: Client,
     policy: LeasePolicy,
     seconds: int | None = None,
     now: datetime | None = None,
@@ -293,7 +346,7 @@ def release_lease(
     session: Session,
     *,
     lease_id: str,
-    client: ApiKey,
+    client: Client,
     task_ids: Sequence[int] | None = None,
     now: datetime | None = None,
 ) -> list[int]:
@@ -304,7 +357,7 @@ def release_lease(
     if lease.state == LeaseState.ACTIVE:
         statement = (
             update(Task)
-            .where(Task.lease_id == lease.id, Task.state == TaskState.LEASED)
+            .where(Task.lease_id == lease.id, Task.state == LEASED)
             .values(state=TaskState.QUEUED, lease_id=None, available_at=now, updated_at=now)
             .returning(Task.id)
             .execution_options(synchronize_session=False)
@@ -318,7 +371,7 @@ def release_lease(
 
 
 def _end_lease_if_empty(session: Session, lease: Lease, state: LeaseState, now: datetime) -> None:
-    still_leased = session.scalar(select(exists().where(Task.lease_id == lease.id, Task.state == TaskState.LEASED)))
+    still_leased = session.scalar(select(exists().where(Task.lease_id == lease.id, Task.state == LEASED)))
     if not still_leased:
         lease.state = state
         lease.ended_at = now
@@ -357,7 +410,7 @@ def reclaim_expired(session: Session, *, policy: LeasePolicy, now: datetime | No
     )
     reclaimed = session.execute(
         update(Task)
-        .where(Task.lease_id.in_(lease_ids), Task.state == TaskState.LEASED)
+        .where(Task.lease_id.in_(lease_ids), Task.state == LEASED)
         .values(
             state=case((Task.attempts + 1 >= max_attempts, TaskState.DEAD), else_=TaskState.QUEUED),
             attempts=Task.attempts + 1,
@@ -391,7 +444,7 @@ def submit_results(
     session: Session,
     *,
     lease_id: str,
-    client: ApiKey,
+    client: Client,
     results: Sequence[Mapping[str, Any]],
     sites: SiteRegistry,
     policy: LeasePolicy,
@@ -403,9 +456,17 @@ def submit_results(
     Results for tasks the lease no longer holds are refused (``conflicts``); the rest
     are recorded. A result already recorded for this lease is left as it is, so
     sending the same submit twice is harmless. Input errors raise before any write.
+
+    The common case (downloads done) is one set-based UPDATE plus one INSERT of file
+    records (which are also where bytes are counted), whatever the batch size; other
+    outcomes are one executemany.
     """
     now = now or utcnow()
-    lease = _locked_lease(session, lease_id, client)
+    connection = session.connection()
+    lease = connection.execute(_LOCK_LEASE, {"lease_id": lease_id}).one_or_none()
+    if lease is None or lease.client_id != client.id:
+        session.rollback()
+        raise NotFound(f"no lease {lease_id!r} held by {client.name!r}")
     seen: set[int] = set()
     for index, result in enumerate(results):
         if result["task_id"] in seen:
@@ -413,27 +474,7 @@ def submit_results(
             raise InvalidInput.at(["results", index, "task_id"], f"task {result['task_id']} appears twice")
         seen.add(result["task_id"])
 
-    held = {
-        row.id: row
-        for row in session.execute(
-            select(
-                Task.id,
-                Task.kind,
-                Task.site,
-                Task.state,
-                Task.lease_id,
-                Task.result_lease_id,
-                Task.attempts,
-                Task.item_id,
-                Task.priority,
-                Task.error_class,
-                Task.last_error,
-                Task.last_error_at,
-            )
-            .where(Task.id.in_(seen))
-            .with_for_update()
-        )
-    }
+    held = {row.id: row for row in connection.execute(_HELD, {"ids": list(seen)})}
     outcome = SubmitOutcome()
     accepted: list[tuple[int, Mapping[str, Any], Any]] = []
     for index, result in enumerate(results):
@@ -453,36 +494,40 @@ def submit_results(
         session.rollback()
         raise
 
-    updates: list[dict[str, Any]] = []
+    downloaded: list[int] = []
     files: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
     found: list[dict[str, Any]] = []
     cooldowns: dict[str, tuple[datetime, str]] = {}
     metadata_items: set[int] = set()
     for _, result, task in accepted:
+        outcome.accepted.append(task.id)
+        if result["status"] == "done" and task.kind == TaskKind.DOWNLOAD:
+            downloaded.append(task.id)
+            files.extend(_file_rows(task.id, client.id, result["files"], now))
+            continue
         change = _base_change(task, lease.id, now)
         if result["status"] == "done":
-            _record_done(change, result, task, client, policy, now, files, found, sites)
+            _record_metadata(change, result, task, client, policy, now, found, sites)
         else:
             _record_failure(change, result, task, policy, now, cooldowns)
         if task.kind == TaskKind.METADATA and task.item_id is not None:
             metadata_items.add(task.item_id)
-        updates.append(change)
-        outcome.accepted.append(task.id)
+        changes.append(change)
 
-    if updates:
-        session.execute(update(Task), updates)
-    if files:
-        session.execute(dialect_insert(session, File).on_conflict_do_nothing(), files)
+    insert_rows(session, File.__table__, files)
+    if downloaded:
+        connection.execute(_DOWNLOADED, {"ids": downloaded, "by_lease": lease.id, "by_client": client.id, "now": now})
+    if changes:
+        connection.execute(_CHANGE_TASK, [{f"b_{name}": value for name, value in change.items()} for change in changes])
     if found:
-        created = session.execute(
-            dialect_insert(session, Task).on_conflict_do_nothing().returning(Task.id), found
-        ).all()
+        created = session.execute(insert_ignore(session, TASKS).returning(TASKS.c.id), found).all()
         outcome.download_tasks_created = len(created)
     for site_name, (until, reason) in cooldowns.items():
         set_cooldown(session, site_name, until, reason, now)
     refresh_item_states(session, metadata_items)
     if lease.state == LeaseState.ACTIVE:
-        _end_lease_if_empty(session, lease, LeaseState.COMPLETED, now)
+        _complete_lease_if_empty(session, lease.id, now)
     session.commit()
     return outcome
 
@@ -510,6 +555,94 @@ def _check_result(index: int, result: Mapping[str, Any], kind: str, sites: SiteR
             )
 
 
+_HELD_COLUMNS = (
+    TASKS.c.id,
+    TASKS.c.kind,
+    TASKS.c.site,
+    TASKS.c.state,
+    TASKS.c.lease_id,
+    TASKS.c.result_lease_id,
+    TASKS.c.attempts,
+    TASKS.c.item_id,
+    TASKS.c.priority,
+    TASKS.c.error_class,
+    TASKS.c.last_error,
+    TASKS.c.last_error_at,
+)
+_CHANGED_COLUMNS = (
+    "state",
+    "attempts",
+    "available_at",
+    "lease_id",
+    "result_lease_id",
+    "error_class",
+    "last_error",
+    "last_error_at",
+    "found_count",
+    "done_by",
+    "done_at",
+    "updated_at",
+)
+#: One statement for every per-task outcome of a batch, sent as one executemany.
+_CHANGE_TASK = (
+    update(TASKS)
+    .where(TASKS.c.id == bindparam("b_id"))
+    .values({name: bindparam(f"b_{name}") for name in _CHANGED_COLUMNS})
+)
+
+
+def _file_rows(task_id: int, client_id: int, records, now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "task_id": task_id,
+            "client_id": client_id,
+            "path": record["path"],
+            "size": record["size"],
+            "sha256": record["sha256"].lower(),
+            "mime": record.get("mime"),
+            "phash": record.get("phash"),
+            "dhash": record.get("dhash"),
+            "created_at": now,
+        }
+        for record in records
+    ]
+
+
+_LOCK_LEASE = (
+    select(LEASES.c.id, LEASES.c.client_id, LEASES.c.kind, LEASES.c.state)
+    .where(LEASES.c.id == bindparam("lease_id"))
+    .with_for_update()
+)
+_HELD = select(*_HELD_COLUMNS).where(TASKS.c.id.in_(bindparam("ids", expanding=True))).with_for_update()
+#: Every download of a batch done, in one statement whatever the batch size.
+_DOWNLOADED = (
+    update(TASKS)
+    .where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
+    .values(
+        state=TaskState.DONE,
+        lease_id=None,
+        result_lease_id=bindparam("by_lease"),
+        done_by=bindparam("by_client"),
+        done_at=bindparam("now"),
+        available_at=bindparam("now"),
+        updated_at=bindparam("now"),
+    )
+)
+_COMPLETE_LEASE = (
+    update(LEASES)
+    .where(
+        LEASES.c.id == bindparam("of_lease"),
+        LEASES.c.state == LeaseState.ACTIVE,
+        ~exists().where(TASKS.c.lease_id == bindparam("of_lease"), TASKS.c.state == LEASED),
+    )
+    .values(state=LeaseState.COMPLETED, ended_at=bindparam("now"))
+)
+
+
+def _complete_lease_if_empty(session: Session, lease_id: str, now: datetime) -> None:
+    session.connection().execute(_COMPLETE_LEASE, {"of_lease": lease_id, "now": now})
+
+
 def _base_change(task: Any, lease_id: str, now: datetime) -> dict[str, Any]:
     """Every bulk-update row has the same keys, so SQLAlchemy sends one executemany.
     The last error a task saw stays on it after a success: "done after a 500" is history
@@ -525,33 +658,13 @@ def _base_change(task: Any, lease_id: str, now: datetime) -> dict[str, Any]:
         "last_error": task.last_error,
         "last_error_at": task.last_error_at,
         "found_count": None,
-        "bytes": None,
         "done_by": None,
         "done_at": None,
         "updated_at": now,
     }
 
 
-def _record_done(change, result, task, client, policy: LeasePolicy, now, files, found, sites: SiteRegistry) -> None:
-    if task.kind == TaskKind.DOWNLOAD:
-        change.update(
-            state=TaskState.DONE, done_by=client.id, done_at=now, bytes=sum(f["size"] for f in result["files"])
-        )
-        files.extend(
-            {
-                "task_id": task.id,
-                "client_id": client.id,
-                "path": f["path"],
-                "size": f["size"],
-                "sha256": f["sha256"].lower(),
-                "mime": f.get("mime"),
-                "phash": f.get("phash"),
-                "dhash": f.get("dhash"),
-                "created_at": now,
-            }
-            for f in result["files"]
-        )
-        return
+def _record_metadata(change, result, task, client, policy: LeasePolicy, now, found, sites: SiteRegistry) -> None:
     things = result["found"]
     if things:
         change.update(state=TaskState.DONE, done_by=client.id, done_at=now, found_count=len(things))

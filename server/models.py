@@ -30,6 +30,11 @@ class LeaseState(StrEnum):
     EXPIRED = "expired"  # reclaimed: its unfinished tasks went back to the queue
 
 
+def _only(condition: str) -> dict:
+    """A partial index's condition, for both backends."""
+    return {"sqlite_where": text(condition), "postgresql_where": text(condition)}
+
+
 class ApiKey(db.Model):
     """A client node (or an operator) and the hash of its key; the name is the client's name."""
 
@@ -96,44 +101,32 @@ class Task(db.Model):
     error_class: Mapped[str | None] = mapped_column(String(16))
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: Metadata: how many things were found. Download: bytes written.
+    #: Metadata: how many things were found (downloads count bytes in ``files``).
     found_count: Mapped[int | None] = mapped_column(Integer)
-    bytes: Mapped[int | None] = mapped_column(BigInteger)
-    done_by: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    #: The key that completed it. Not a foreign key (see migration 0003): the hot path
+    #: only ever writes the id of the caller it just authenticated.
+    done_by: Mapped[int | None] = mapped_column(Integer)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
-        Index(
-            "uq_tasks_download",
-            "site",
-            "remote_id",
-            unique=True,
-            sqlite_where=text("kind = 'download'"),
-            postgresql_where=text("kind = 'download'"),
-        ),
-        Index(
-            "uq_tasks_metadata",
-            "item_id",
-            "site",
-            unique=True,
-            sqlite_where=text("kind = 'metadata'"),
-            postgresql_where=text("kind = 'metadata'"),
-        ),
-        Index("ix_tasks_lease", "lease_id"),
-        Index("ix_tasks_counts", "kind", "site", "state"),
+        Index("uq_tasks_download", "site", "remote_id", unique=True, **_only("kind = 'download'")),
+        Index("uq_tasks_metadata", "item_id", "site", unique=True, **_only("kind = 'metadata'")),
         Index("ix_tasks_item", "item_id"),
-        Index("ix_tasks_done_at", "done_at"),
-        Index("ix_tasks_error_at", "last_error_at"),
+        # Indexed only while it matters: fewer B-tree writes per task on the hot path.
+        Index("ix_tasks_lease", "lease_id", **_only("state = 'leased'")),
+        Index("ix_tasks_done_at", "done_at", **_only("done_at IS NOT NULL")),
+        Index("ix_tasks_error_at", "last_error_at", **_only("last_error_at IS NOT NULL")),
     )
 
 
-# The lease query walks only queued tasks, in priority-then-age order: per site
-# (downloads) and across sites (metadata), so neither has to sort the queue.
-_QUEUED = {"sqlite_where": text("state = 'queued'"), "postgresql_where": text("state = 'queued'")}
-Index("ix_tasks_queue_all", Task.kind, Task.priority.desc(), Task.id, **_QUEUED)
-Index("ix_tasks_queue", Task.kind, Task.site, Task.priority.desc(), Task.id, **_QUEUED)
+# The lease query walks only queued tasks, in priority-then-age order: per site, and
+# across sites for metadata, so it never sorts the queue. Queries name these states as
+# SQL literals (``leasing.QUEUED``): a bound parameter could not match a partial index
+# in PostgreSQL's generic plans.
+Index("ix_tasks_queue", Task.kind, Task.site, Task.priority.desc(), Task.id, **_only("state = 'queued'"))
+Index("ix_tasks_queue_metadata", Task.priority.desc(), Task.id, **_only("state = 'queued' AND kind = 'metadata'"))
 
 
 class Lease(db.Model):
@@ -171,8 +164,10 @@ class File(db.Model):
     __tablename__ = "files"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    task_id: Mapped[int] = mapped_column(BigId, ForeignKey("tasks.id", ondelete="CASCADE"))
-    client_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    # Not foreign keys (see migration 0003): the submit path, their only writer, names a
+    # task it has just locked and the caller it has just authenticated.
+    task_id: Mapped[int] = mapped_column(BigId)
+    client_id: Mapped[int] = mapped_column(Integer)
     path: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))

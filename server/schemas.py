@@ -3,8 +3,6 @@ and are the source of the OpenAPI document at ``/openapi.json``."""
 
 from __future__ import annotations
 
-import posixpath
-
 import marshmallow as ma
 from marshmallow import fields, validate
 
@@ -28,6 +26,11 @@ class StrictSchema(ma.Schema):
 class RemoteId(fields.Field):
     """A site's id for a post: a string or an integer, stored as a string."""
 
+    def __init__(self, **kwargs):
+        # Declared for the JSON Schema too (apispec copies these), so compiled validators agree.
+        metadata = {"type": ["string", "integer"], "minLength": 1, "maxLength": 255, **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
+
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise ma.ValidationError("must be a string or an integer")
@@ -40,10 +43,11 @@ class RemoteId(fields.Field):
         return value
 
 
-def _relative_path(value: str) -> None:
-    normalized = posixpath.normpath(value)
-    if value.startswith("/") or normalized.startswith("..") or "\\" in value or "\0" in value:
-        raise ma.ValidationError("must be a relative path inside the node's --dest, with / separators")
+#: Relative, "/"-separated, never climbing out with "..": a path inside the node's --dest.
+_RELATIVE_PATH = validate.Regexp(
+    r"^(?!/)(?!(?:.*/)?\.\.(?:/|$))[^\\\x00]+$",
+    error="must be a relative path inside the node's --dest, with / separators",
+)
 
 
 # ----------------------------------------------------------------------- leases
@@ -134,7 +138,7 @@ class FoundSchema(StrictSchema):
 
 
 class FileRecordSchema(StrictSchema):
-    path = fields.String(required=True, validate=[validate.Length(1, 4000), _relative_path])
+    path = fields.String(required=True, validate=[validate.Length(1, 4000), _RELATIVE_PATH])
     size = fields.Integer(required=True, strict=True, validate=validate.Range(min=0))
     sha256 = fields.String(required=True, validate=_HEX64)
     mime = fields.String(validate=validate.Length(max=100), allow_none=True)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from common.states import ItemState, TaskKind, TaskState
 
 from .database import read_only, utcnow
-from .models import ApiKey, Item, Lease, LeaseState, SiteState, Task
+from .models import ApiKey, File, Item, Lease, LeaseState, SiteState, Task
 from .sites import SiteRegistry
 
 RECENT_ERRORS_WINDOW = timedelta(hours=24)
@@ -63,24 +63,26 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
     ).one()
     overdue = session.scalar(select(func.count()).where((Lease.state == LeaseState.ACTIVE) & (Lease.expires_at <= now)))
 
-    done_rows = session.execute(
-        select(Task.done_by, func.count(), func.coalesce(func.sum(Task.bytes), 0))
-        .where(Task.state == TaskState.DONE, Task.done_by.is_not(None))
-        .group_by(Task.done_by)
+    done_by = dict(
+        session.execute(
+            select(Task.done_by, func.count())
+            .where(Task.state == TaskState.DONE, Task.done_by.is_not(None))
+            .group_by(Task.done_by)
+        ).all()
     )
-    done_by = {key_id: (count, size) for key_id, count, size in done_rows}
+    # Bytes live in the file records: what each node keeps, and what arrived lately.
+    bytes_by = dict(session.execute(select(File.client_id, func.sum(File.size)).group_by(File.client_id)).all())
     recent = now - THROUGHPUT_WINDOW
+    recent_bytes = session.scalar(
+        select(func.coalesce(func.sum(File.size), 0)).join(Task, Task.id == File.task_id).where(Task.done_at > recent)
+    )
     recent_rows = session.execute(
-        select(Task.done_by, Task.kind, func.count(), func.coalesce(func.sum(Task.bytes), 0))
-        .where(Task.done_at > recent)
-        .group_by(Task.done_by, Task.kind)
+        select(Task.done_by, Task.kind, func.count()).where(Task.done_at > recent).group_by(Task.done_by, Task.kind)
     )
     throughput = {kind.value: 0 for kind in TaskKind}
-    recent_bytes = 0
     recent_by_client: dict[int, int] = {}
-    for key_id, kind, count, size in recent_rows:
+    for key_id, kind, count in recent_rows:
         throughput[kind] = throughput.get(kind, 0) + count
-        recent_bytes += size
         recent_by_client[key_id] = recent_by_client.get(key_id, 0) + count
 
     leases_by_client = dict(
@@ -88,7 +90,7 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
     )
     clients = []
     for key in session.scalars(select(ApiKey).order_by(ApiKey.name)):
-        count, size = done_by.get(key.id, (0, 0))
+        count, size = done_by.get(key.id, 0), bytes_by.get(key.id, 0)
         clients.append(
             {
                 "name": key.name,

@@ -281,3 +281,47 @@ def test_health_and_openapi(client):
     lease_request = spec["components"]["schemas"]["LeaseRequest"]
     assert lease_request["properties"]["n"]["minimum"] == 1 and lease_request["properties"]["n"]["maximum"] == 100
     assert "400" in spec["paths"]["/leases"]["post"]["responses"]
+
+
+def test_fast_lease_body_is_what_the_schema_dumps(actions, ctx):
+    """The lease view builds its JSON directly (speed); it must equal LeaseSchema's dump."""
+    import json as json_module
+
+    from server import context
+    from server.api.leases import lease_body
+    from server.database import utcnow
+    from server.extensions import db
+    from server.leasing import lease_tasks
+    from server.models import ApiKey
+    from server.schemas import LeaseSchema
+
+    actions.import_csv("query,title,artist\ncats,Cats,bob\n")
+    actions.add_download_tasks("booru", 2)
+    client = db.session.scalar(select(ApiKey).where(ApiKey.name == "node1")) if actions.key() else None
+    for kind, site in (("metadata", None), ("download", "booru")):
+        grant = lease_tasks(
+            db.session,
+            client=client,
+            kind=kind,
+            n=10,
+            site=site,
+            sites=context.sites(),
+            policy=context.policy(),
+            now=utcnow(),
+        )
+        assert grant.tasks
+        raw = {
+            "lease_id": grant.lease.id,
+            "kind": kind,
+            "site": site,
+            "expires_at": grant.lease.expires_at,
+            "tasks": grant.tasks,
+            "sites": {
+                n: context.sites().get(n).describe()
+                for n in {"booru", "tube"}
+                if any(t["site"] == n for t in grant.tasks)
+            },
+            "retry_after": None,
+        }
+        fast = json_module.loads(json_module.dumps(lease_body(grant, kind, site, context.sites())))
+        assert fast == json_module.loads(json_module.dumps(LeaseSchema().dump(raw)))

@@ -61,3 +61,25 @@ def test_upgrade_from_the_first_release_keeps_its_data(tmp_path):
         downgrade(directory=MIGRATIONS_DIR, revision="0001")
         upgrade(directory=MIGRATIONS_DIR)
         db.engine.dispose()
+
+
+def test_the_queue_indexes_exist_as_designed(ctx):
+    """Reflection cannot see DESC or partial conditions, so read the definitions themselves:
+    a table rebuild once silently turned the queue index into (kind, site, priority, id)."""
+    from sqlalchemy import text
+
+    from server.extensions import db
+
+    with db.engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            rows = connection.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'index'")).all()
+        else:
+            query = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'tasks'"
+            rows = connection.execute(text(query)).all()
+    definitions = {name: " ".join(sql.split()).lower() for name, sql in rows if sql}
+    assert "(kind, site, priority desc, id)" in definitions["ix_tasks_queue"]
+    assert "state" in definitions["ix_tasks_queue"] and "'queued'" in definitions["ix_tasks_queue"]
+    assert "(priority desc, id)" in definitions["ix_tasks_queue_metadata"]
+    assert "'metadata'" in definitions["ix_tasks_queue_metadata"]
+    assert "'leased'" in definitions["ix_tasks_lease"]
+    assert "ix_tasks_counts" not in definitions

@@ -1,11 +1,14 @@
 """The node protocol: lease tasks, heartbeat, release, and submit results."""
 
-from flask import g
+import json
+from typing import Any
+
+from flask import Response, g
 
 from .. import context
 from ..auth import auth_required
 from ..extensions import db
-from ..leasing import extend_lease, lease_tasks, release_lease, submit_results
+from ..leasing import Grant, extend_lease, lease_tasks, release_lease, submit_results
 from ..models import Role
 from ..schemas import (
     ExtendRequestSchema,
@@ -17,6 +20,8 @@ from ..schemas import (
     SubmitRequestSchema,
     SubmitResponseSchema,
 )
+from ..sites import SiteRegistry
+from ..validation import validated_json
 from . import ApiBlueprint
 
 blp = ApiBlueprint("leases", __name__, url_prefix="/leases", description="Lease tasks and report their results")
@@ -24,7 +29,7 @@ blp = ApiBlueprint("leases", __name__, url_prefix="/leases", description="Lease 
 
 @blp.route("", methods=["POST"])
 @auth_required(Role.CLIENT, client_protocol=True)
-@blp.arguments(LeaseRequestSchema)
+@validated_json(LeaseRequestSchema)
 @blp.response(201, LeaseSchema, description="A lease with 1..n tasks")
 @blp.alt_response(200, schema=LeaseSchema, description="Nothing available now: no lease, and retry_after")
 def create_lease(request):
@@ -39,23 +44,45 @@ def create_lease(request):
         sites=context.sites(),
         policy=context.policy(),
     )
+    body = lease_body(grant, request["kind"], request.get("site"), context.sites())
+    return Response(json.dumps(body), status=201 if grant.lease else 200, mimetype="application/json")
+
+
+def lease_body(grant: Grant, kind: str, site: str | None, sites: SiteRegistry) -> dict[str, Any]:
+    """The lease as ``LeaseSchema`` describes it, built directly: dumping 100 tasks through
+    marshmallow cost 6 ms per lease (``tests/test_api.py`` checks both stay identical)."""
     lease = grant.lease
-    used_sites = {task["site"] for task in grant.tasks}
-    body = {
+    used = {task["site"] for task in grant.tasks}
+    return {
         "lease_id": lease.id if lease else None,
-        "kind": request["kind"],
-        "site": request.get("site"),
-        "expires_at": lease.expires_at if lease else None,
-        "tasks": grant.tasks,
-        "sites": {name: context.sites().get(name).describe() for name in used_sites if name in context.sites()},
+        "kind": kind,
+        "site": site,
+        "expires_at": lease.expires_at.isoformat() if lease else None,
+        "tasks": [_task_body(task) for task in grant.tasks],
+        "sites": {name: sites.get(name).describe() for name in used if name in sites},
         "retry_after": grant.retry_after,
     }
-    return (body, 201) if lease else (body, 200)
+
+
+def _task_body(task: dict[str, Any]) -> dict[str, Any]:
+    body = {
+        "id": task["id"],
+        "kind": task["kind"],
+        "site": task["site"],
+        "url": task["url"],
+        "remote_id": task["remote_id"],
+        "priority": task["priority"],
+        "attempts": task["attempts"],
+        "metadata": task["payload"],
+    }
+    if "item" in task:  # metadata tasks carry their inventory item
+        body["item"] = task["item"]
+    return body
 
 
 @blp.route("/<lease_id>/extend", methods=["POST"])
 @auth_required(Role.CLIENT, client_protocol=True)
-@blp.arguments(ExtendRequestSchema)
+@validated_json(ExtendRequestSchema)
 @blp.response(200, LeaseStateSchema)
 def extend(request, lease_id):
     """Heartbeat: push the lease's expiry out by seconds (default: the lease's own length)"""
@@ -66,7 +93,7 @@ def extend(request, lease_id):
 
 @blp.route("/<lease_id>/release", methods=["POST"])
 @auth_required(Role.CLIENT, client_protocol=True)
-@blp.arguments(ReleaseRequestSchema)
+@validated_json(ReleaseRequestSchema)
 @blp.response(200, ReleaseResponseSchema)
 def release(request, lease_id):
     """Hand unfinished tasks back to the queue without charging an attempt"""
@@ -76,7 +103,7 @@ def release(request, lease_id):
 
 @blp.route("/<lease_id>/results", methods=["POST"])
 @auth_required(Role.CLIENT, client_protocol=True)
-@blp.arguments(SubmitRequestSchema)
+@validated_json(SubmitRequestSchema)
 @blp.response(200, SubmitResponseSchema, description="Every result recorded (or already recorded)")
 @blp.alt_response(409, schema=SubmitResponseSchema, description="Some tasks are no longer held by this lease")
 def submit(request, lease_id):

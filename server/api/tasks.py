@@ -6,6 +6,7 @@ from ..extensions import db
 from ..maintenance import list_tasks, reclaim_stuck, requeue_tasks
 from ..models import Role
 from ..schemas import CountSchema, RequeueRequestSchema, TaskListSchema, TaskQuerySchema
+from ..validation import validated_json
 from . import ApiBlueprint
 
 blp = ApiBlueprint("tasks", __name__, url_prefix="/tasks", description="Task reports and operator actions")
@@ -24,7 +25,7 @@ def report(query):
 
 @blp.route("/requeue", methods=["POST"])
 @auth_required(Role.ADMIN)
-@blp.arguments(RequeueRequestSchema)
+@validated_json(RequeueRequestSchema)
 @blp.response(200, CountSchema)
 def requeue(request):
     """Give dead / not-found / done tasks a fresh start (by ids, or by state)"""

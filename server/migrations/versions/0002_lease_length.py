@@ -15,10 +15,10 @@ depends_on = None
 
 
 def upgrade():
-    with op.batch_alter_table("leases") as batch:
-        batch.add_column(sa.Column("seconds", sa.Integer(), nullable=False, server_default="3600"))
+    # Plain ALTER TABLE on both backends: a SQLite batch rebuild would recreate indexes from
+    # reflection, which loses what reflection cannot see (e.g. DESC in an index).
+    op.add_column("leases", sa.Column("seconds", sa.Integer(), nullable=False, server_default="3600"))
 
 
 def downgrade():
-    with op.batch_alter_table("leases") as batch:
-        batch.drop_column("seconds")
+    op.drop_column("leases", "seconds")

@@ -1,0 +1,120 @@
+"""Benchmark databases: the real schema (migrations), a key, and queues filled fast."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import create_engine, make_url, text
+
+from server import create_app
+from server.auth import create_key
+from server.cli import init_db
+from server.extensions import db
+from server.models import Role
+
+BENCH_SITE = "bench"
+SITES = {BENCH_SITE: {"engine": "gallery-dl", "url_patterns": [r"^http://bench\.test/"]}}
+COLUMNS = (
+    "kind",
+    "site",
+    "remote_id",
+    "url",
+    "state",
+    "priority",
+    "attempts",
+    "available_at",
+    "created_at",
+    "updated_at",
+)
+
+
+def fresh_postgres(server_url: str, name: str) -> str:
+    """(Re)create database ``name`` on the server of ``server_url``; returns its URL."""
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def prepare(url: str) -> str:
+    """Migrate ``url`` and return a fresh client key for the load generator."""
+    app = create_app({"DATABASE_URL": url, "SITES": SITES})
+    with app.app_context():
+        init_db()
+        key = create_key(db.session, f"bench-{random.randrange(10**9)}", Role.CLIENT)
+        db.session.remove()
+        db.engine.dispose()
+    return key
+
+
+def queued(url: str) -> int:
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        count = connection.execute(text("SELECT count(*) FROM tasks WHERE state = 'queued'")).scalar()
+    engine.dispose()
+    return count
+
+
+def fill(url: str, count: int, *, priorities: int = 1, seed: int = 0) -> None:
+    """Queue ``count`` more download tasks of the bench site, with priorities drawn from
+    ``range(priorities)`` (1: all equal, the usual case; more: each lease picks rows
+    scattered over the table, which costs SQLite a page write per task)."""
+    rng = random.Random(seed)
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        start = connection.execute(text("SELECT coalesce(max(id), 0) FROM tasks")).scalar() + 1
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    if engine.dialect.name == "sqlite":
+        stamp = past.replace(tzinfo=None).isoformat(" ", timespec="microseconds")
+        rows = (
+            (
+                "download",
+                BENCH_SITE,
+                str(n),
+                f"http://bench.test/{n}",
+                "queued",
+                rng.randrange(priorities),
+                0,
+                stamp,
+                stamp,
+                stamp,
+            )
+            for n in range(start, start + count)
+        )
+        raw = engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.executemany(
+                f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows
+            )
+            raw.commit()
+        finally:
+            raw.close()
+    else:
+        raw = engine.raw_connection()
+        try:
+            with raw.cursor() as cursor, cursor.copy(f"COPY tasks ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for n in range(start, start + count):
+                    copy.write_row(
+                        (
+                            "download",
+                            BENCH_SITE,
+                            str(n),
+                            f"http://bench.test/{n}",
+                            "queued",
+                            rng.randrange(priorities),
+                            0,
+                            past,
+                            past,
+                            past,
+                        )
+                    )
+            raw.commit()
+        finally:
+            raw.close()
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE tasks"))
+    engine.dispose()
