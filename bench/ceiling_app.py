@@ -46,8 +46,8 @@ def create_app() -> Flask:
     engine = create_engine(url, connect_args={"timeout": 60} if url.startswith("sqlite") else {})
     dialect = engine.dialect.name
     if dialect == "sqlite":
-        # The coordinator's own SQLite set-up (WAL, BEGIN IMMEDIATE, the cross-process
-        # writer lock): the ceiling must not lose to a handicap the product does not have.
+        # The coordinator's own SQLite set-up (WAL, BEGIN IMMEDIATE): the ceiling must not
+        # lose to a handicap the product does not have.
         from server.database import install_sqlite_behaviour
 
         install_sqlite_behaviour(engine)

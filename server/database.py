@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,25 +44,18 @@ def engine_options(url: str) -> dict[str, Any]:
 
 
 def install_sqlite_behaviour(engine: Engine) -> None:
-    """WAL, and write transactions that take the write lock at BEGIN, handed over fast.
+    """WAL, and write transactions that take the write lock at BEGIN.
 
     A deferred transaction that reads first and writes later can fail with SQLITE_BUSY
     when another process wrote in between; ``BEGIN IMMEDIATE`` waits for the lock
     instead, which is what makes one lease one atomic step on SQLite. Read-only work
     (stats, reports) asks for ``read_only(session)`` and does not block writers.
-
-    Writers of all processes (gunicorn workers) first queue on an ``flock`` of a file
-    beside the database: the kernel wakes the next one as soon as the lock is free,
-    where SQLite's own busy handler would sleep 1, 2, 5, 10... ms between tries. With
-    four workers that sleeping, not work, was what limited throughput.
     """
     if engine.dialect.name != "sqlite":
         return
-    database = engine.url.database
-    lock_path = f"{database}.writer-lock" if database and database != ":memory:" else None
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, record):
+    def _on_connect(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -72,56 +63,11 @@ def install_sqlite_behaviour(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.close()
-        if lock_path is not None:
-            record.info["writer_lock"] = WriterLock(lock_path)
-
-    @event.listens_for(engine, "close")
-    def _on_close(dbapi_connection, record):
-        lock = record.info.pop("writer_lock", None)
-        if lock is not None:
-            lock.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        lock = connection.connection._connection_record.info.get("writer_lock") if mode == "IMMEDIATE" else None
-        if lock is not None:
-            lock.acquire()
-        try:
-            connection.exec_driver_sql(f"BEGIN {mode}")
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            raise
-
-    def _release(connection):
-        lock = connection.connection._connection_record.info.get("writer_lock")
-        if lock is not None:
-            lock.release()
-
-    event.listen(engine, "commit", _release)
-    event.listen(engine, "rollback", _release)
-
-
-class WriterLock:
-    """An exclusive ``flock`` on one file, shared by every process writing the database."""
-
-    def __init__(self, path: str):
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        self.held = False
-
-    def acquire(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        self.held = True
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        self.release()
-        os.close(self._fd)
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def read_only(session: Session) -> None:
