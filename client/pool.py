@@ -1,7 +1,12 @@
 """Worker processes for gallery-dl / yt-dlp jobs (their configuration is process-global).
 
-Spawned, not forked: a fresh interpreter per worker, so each engine registers its site
-instances before its first extractor lookup, and no parent state (sockets, locks) leaks.
+Workers come from a ``forkserver``: one clean, thread-free process that imports the heavy
+modules once (gallery-dl's core, numpy, imagehash, scipy's DCT; yt-dlp when a site uses
+it), and forks every worker from there, warm. Spawning each worker fresh cost ~0.6 s of
+CPU apiece, 5 s for ``--jobs 8`` on a 2-core node. Nothing from the parent leaks in (its
+threads, sockets, locks), and gallery-dl's extractor modules are deliberately *not*
+preloaded: they read the site instances from the config when first imported, which
+each worker sets first.
 """
 
 from __future__ import annotations
@@ -12,6 +17,15 @@ from typing import Any
 
 from . import worker
 
+PRELOAD = ["client.worker", "common.hashing", "gallery_dl.job", "numpy", "PIL.Image", "imagehash", "scipy.fftpack"]
+
+
+def _context(sites: dict[str, dict[str, Any]]):
+    context = multiprocessing.get_context("forkserver")
+    extra = ["yt_dlp"] if any(site.get("engine") == "yt-dlp" for site in sites.values()) else []
+    context.set_forkserver_preload(PRELOAD + extra)  # no effect once this process's forkserver runs
+    return context
+
 
 class WorkerPool:
     def __init__(self, jobs: int, settings: dict[str, Any], sites: dict[str, dict[str, Any]]):
@@ -19,7 +33,7 @@ class WorkerPool:
         self.sites = sites
         self._executor = ProcessPoolExecutor(
             max_workers=jobs,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=_context(sites),
             initializer=worker.initialize,
             initargs=(settings, sites),
         )

@@ -173,7 +173,20 @@ class ResultSender:
         return True
 
 
+@dataclass
+class ActiveLease:
+    """A lease being worked on: its results go out through its own sender."""
+
+    id: str
+    sender: ResultSender
+    heartbeat: Heartbeat
+    unfinished: set[int]
+
+
 class Runner:
+    """Keeps the worker pool busy across leases: the next batch is leased as soon as no
+    more tasks wait than there are workers, so no worker idles at a lease boundary."""
+
     def __init__(
         self,
         coordinator: Coordinator,
@@ -208,6 +221,8 @@ class Runner:
         #: Metadata runs consult it before touching a site; fresh resolutions go into it.
         self.cache = cache if kind == TaskKind.METADATA else None
         self._resolved: list[tuple[str, str, list[dict]]] = []
+        self.active: dict[str, ActiveLease] = {}
+        self.pending: dict[Future, tuple[dict, ActiveLease]] = {}
         self.bar = tqdm(
             total=0,
             unit="task",
@@ -217,42 +232,64 @@ class Runner:
             leave=True,
         )
 
+    # ------------------------------------------------------------------ the loop
+
     def run(self) -> Summary:
+        more = True  # may we ask for more work?
+        next_lease = 0.0  # monotonic time before which no lease is asked for (empty queue, outage)
         outages = 0
+        cancelled = False
         try:
-            while not self.stopper.graceful.is_set():
-                self._deliver_backlog()
-                try:
-                    lease = self.coordinator.lease(self.kind, self.n, site=self.site, lease_seconds=self.lease_seconds)
-                except CoordinatorError as error:
-                    # A daemon outlives coordinator restarts; a one-off run reports and stops.
-                    if self.mode != LOOP or error.status is not None:
-                        raise
-                    outages += 1
-                    pause = min(5 * 2 ** (outages - 1), MAX_IDLE_SECONDS)
-                    log.warning("%s; trying again in %ds", error.message, pause)
-                    self.stopper.graceful.wait(pause)
-                    continue
-                outages = 0
-                if not lease["tasks"]:
-                    self.summary.retry_after = lease.get("retry_after")
-                    if self.mode != LOOP:
-                        break
-                    self.stopper.graceful.wait(min(lease.get("retry_after") or MAX_IDLE_SECONDS, MAX_IDLE_SECONDS))
-                    continue
-                self._run_lease(lease)
-                if self.mode == ONCE or self.stopper.hard.is_set():
+            while True:
+                if self.stopper.hard.is_set():
+                    self._kill_pool()
                     break
+                if self.stopper.graceful.is_set():
+                    more = False
+                    if not cancelled:
+                        cancelled = True
+                        self._cancel_waiting()
+                if more and len(self.pending) <= self.jobs and time.monotonic() >= next_lease:
+                    self._deliver_backlog()
+                    try:
+                        lease = self.coordinator.lease(
+                            self.kind, self.n, site=self.site, lease_seconds=self.lease_seconds
+                        )
+                    except CoordinatorError as error:
+                        # A daemon outlives coordinator restarts; a one-off run reports and stops.
+                        if self.mode != LOOP or error.status is not None:
+                            raise
+                        outages += 1
+                        pause = min(5 * 2 ** (outages - 1), MAX_IDLE_SECONDS)
+                        log.warning("%s; trying again in %ds", error.message, pause)
+                        next_lease = time.monotonic() + pause
+                    else:
+                        outages = 0
+                        if lease["tasks"]:
+                            self._start(lease)
+                            more = self.mode != ONCE
+                        else:
+                            self.summary.retry_after = lease.get("retry_after")
+                            more = self.mode == LOOP
+                            pause = min(lease.get("retry_after") or MAX_IDLE_SECONDS, MAX_IDLE_SECONDS)
+                            next_lease = time.monotonic() + pause
+                    self._close_finished()
+                    continue
+                if not self.pending:
+                    self._close_finished()
+                    if not more:
+                        break
+                    self.stopper.graceful.wait(max(0.0, min(next_lease - time.monotonic(), 1.0)))
+                    continue
+                self._collect_some()
         finally:
+            self._end_all()
             self._deliver_backlog()
             self.summary.undelivered += sum(len(sender.buffer) for sender in self.backlog)
             self.summary.stopped_by = self.stopper.signal_name
             self.bar.close()
             if self.pool is not None:
-                if self.stopper.hard.is_set():
-                    self.pool.kill()
-                else:
-                    self.pool.close()
+                self.pool.close()
             if self.archive is not None:
                 self.archive.close()
             if self.cache is not None:
@@ -272,90 +309,109 @@ class Runner:
         self.pool = WorkerPool(self.jobs, self.settings, sites)
         return self.pool
 
-    def _run_lease(self, lease: dict[str, Any]) -> None:
-        lease_id, tasks = lease["lease_id"], lease["tasks"]
+    # ------------------------------------------------------------ one lease's life
+
+    def _start(self, lease: dict[str, Any]) -> None:
+        tasks = lease["tasks"]
         self.summary.leases += 1
         self.summary.tasks += len(tasks)
         self.bar.total += len(tasks)
         self.bar.refresh()
         expires = datetime.fromisoformat(lease["expires_at"])
-        heartbeat = Heartbeat(self.coordinator, lease_id, (expires - datetime.now(UTC)).total_seconds())
+        heartbeat = Heartbeat(self.coordinator, lease["lease_id"], (expires - datetime.now(UTC)).total_seconds())
         heartbeat.start()
-        sender = ResultSender(self.coordinator, lease_id, self.summary)
-        unfinished = {task["id"] for task in tasks}
-        try:
-            pending = self._dispatch(lease, sender, unfinished)
-            self._collect(pending, sender, unfinished)
-        finally:
-            if self.cache is not None:
-                self.cache.store(self._resolved)
-                self._resolved = []
-            if not sender.flush():
-                self.backlog.append(sender)
-            heartbeat.stop()
-            if unfinished and not heartbeat.lost.is_set():
-                try:
-                    self.summary.released += len(self.coordinator.release(lease_id, sorted(unfinished)))
-                except CoordinatorError as error:
-                    log.warning("could not release %d task(s): %s", len(unfinished), error.message)
-
-    def _dispatch(self, lease, sender: ResultSender, unfinished: set[int]) -> dict[Future, dict]:
+        active = ActiveLease(
+            lease["lease_id"],
+            ResultSender(self.coordinator, lease["lease_id"], self.summary),
+            heartbeat,
+            {task["id"] for task in tasks},
+        )
+        self.active[active.id] = active
         pool = self._pool_for(lease["sites"])
-        pending: dict[Future, dict] = {}
-        cached = self.cache.lookup((task["site"], task["url"]) for task in lease["tasks"]) if self.cache else {}
-        for task in lease["tasks"]:
+        cached = self.cache.lookup((task["site"], task["url"]) for task in tasks) if self.cache else {}
+        for task in tasks:
             found = cached.get((task["site"], task["url"]))
             if found is not None:  # another node (or this one) resolved it recently: no site request
                 self.summary.from_cache += 1
-                self._finish(task, {"task_id": task["id"], "status": "done", "found": found}, sender, unfinished)
+                self._finish(task, {"task_id": task["id"], "status": "done", "found": found}, active)
                 continue
             if self.kind == TaskKind.DOWNLOAD:
                 recorded = self.archive.lookup(task["site"], task.get("remote_id"))
                 if recorded is not None:
                     self.summary.from_archive += 1
-                    self._finish(task, {"task_id": task["id"], "status": "done", "files": recorded}, sender, unfinished)
+                    self._finish(task, {"task_id": task["id"], "status": "done", "files": recorded}, active)
                     continue
-                pending[pool.submit(worker.download, task, str(self.dest))] = task
+                self.pending[pool.submit(worker.download, task, str(self.dest))] = (task, active)
             else:
-                pending[pool.submit(worker.resolve, task)] = task
-        return pending
+                self.pending[pool.submit(worker.resolve, task)] = (task, active)
 
-    def _collect(self, pending: dict[Future, dict], sender: ResultSender, unfinished: set[int]) -> None:
-        cancelled = False
-        while pending:
-            if self.stopper.hard.is_set():
-                self.pool.kill()
-                self.pool = None
-                return
-            if self.stopper.graceful.is_set() and not cancelled:
-                cancelled = True
-                for future in list(pending):
-                    if future.cancel():
-                        del pending[future]
-            finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            for future in finished:
-                task = pending.pop(future)
-                try:
-                    result = future.result()
-                except CancelledError:
-                    continue
-                except BrokenProcessPool as exc:
-                    if self.pool is not None:  # a worker died (out of memory?): new workers next lease
-                        self.pool.kill()
-                        self.pool = None
-                    result = Failure(FailureClass.TRANSIENT, f"worker process died: {exc}").as_result(task["id"])
-                self._finish(task, result, sender, unfinished, fresh=True)
-            sender.flush_if_due()
+    def _collect_some(self) -> None:
+        finished, _ = wait(self.pending, timeout=0.5, return_when=FIRST_COMPLETED)
+        for future in finished:
+            task, active = self.pending.pop(future)
+            try:
+                result = future.result()
+            except CancelledError:
+                continue
+            except BrokenProcessPool as exc:
+                # A worker died (out of memory?): every pending task fails like this one, as a
+                # transient failure, and the next lease gets new workers.
+                if self.pool is not None:
+                    self.pool.kill()
+                    self.pool = None
+                result = Failure(FailureClass.TRANSIENT, f"worker process died: {exc}").as_result(task["id"])
+            self._finish(task, result, active, fresh=True)
+        self._close_finished()
+        for active in self.active.values():
+            active.sender.flush_if_due()
 
-    def _finish(
-        self, task: dict, result: dict, sender: ResultSender, unfinished: set[int], fresh: bool = False
-    ) -> None:
+    def _finish(self, task: dict, result: dict, active: ActiveLease, fresh: bool = False) -> None:
         if result["status"] == "done" and self.archive is not None:
             self.archive.record(task["site"], task.get("remote_id"), result["files"])
         elif fresh and result["status"] == "done" and self.cache is not None:
             self._resolved.append((task["site"], task["url"], result["found"]))
         elif result["status"] == "failed":
             log.info("task %s (%s) failed: %s: %s", task["id"], task["url"], result["error_class"], result["error"])
-        unfinished.discard(task["id"])
-        sender.add(result)
+        active.unfinished.discard(task["id"])
+        active.sender.add(result)
         self.bar.update(1)
+
+    def _close_finished(self) -> None:
+        for active in [active for active in self.active.values() if not active.unfinished]:
+            self._end(active)
+
+    def _end(self, active: ActiveLease) -> None:
+        """Deliver what the lease produced and hand back what it did not do."""
+        del self.active[active.id]
+        if self.cache is not None:
+            self.cache.store(self._resolved)
+            self._resolved = []
+        if not active.sender.flush():
+            self.backlog.append(active.sender)
+        active.heartbeat.stop()
+        if active.unfinished and not active.heartbeat.lost.is_set():
+            try:
+                self.summary.released += len(self.coordinator.release(active.id, sorted(active.unfinished)))
+            except CoordinatorError as error:
+                log.warning("could not release %d task(s): %s", len(active.unfinished), error.message)
+
+    def _end_all(self) -> None:
+        for active in list(self.active.values()):
+            self._end(active)
+
+    # -------------------------------------------------------------------- stopping
+
+    def _cancel_waiting(self) -> None:
+        """Graceful stop: tasks not yet started are dropped (and released); running ones finish."""
+        for future in list(self.pending):
+            if future.cancel():
+                del self.pending[future]
+
+    def _kill_pool(self) -> None:
+        """Hard stop: running jobs end now; their tasks are released with the rest."""
+        if self.pool is not None:
+            self.pool.kill()
+            self.pool = None
+        for future in list(self.pending):
+            if not future.done():
+                del self.pending[future]

@@ -340,3 +340,26 @@ def test_a_looping_client_survives_a_coordinator_restart(site, tmp_path):
     finally:
         fleet.stop()
         slow_site.stop()
+
+
+def test_a_worker_that_dies_fails_its_tasks_transiently_and_the_run_goes_on(fleet):
+    """A worker process killed mid-job (out of memory, say): its batch comes back as
+    transient failures, no lease stays open, and the next batch gets new workers."""
+    fleet.import_csv("query,sites\nslow,demo\nartist_1,demo\n")
+    assert fleet.client("metadata", "10").returncode == 0
+    client = fleet.start_client("download", "demo", "1", "--drain", "--jobs", "1")
+    fleet.wait_for(lambda s: s["tasks"]["download"]["leased"] == 1, what="the slow post leased")
+    from bench.sampling import tree
+
+    time.sleep(0.5)  # the worker is inside the 1.5 s slow download
+    helpers = tree(client.pid)[1:]  # worker processes (and the fork server they come from)
+    assert helpers, "the client has no worker process"
+    for pid in helpers:
+        os.kill(pid, signal.SIGKILL)
+    assert client.wait(120) == 1  # a failure was reported
+    stats = fleet.stats()
+    assert stats["leases"]["active"] == 0 and stats["tasks"]["download"]["done"] == 31
+    [slow] = [t for t in fleet.admin("GET", "/tasks?kind=download&limit=100")["tasks"] if t["remote_id"] == "9005"]
+    # Failed once when its worker died, retried after the backoff by the same --drain run, done.
+    assert (slow["state"], slow["attempts"], slow["error_class"]) == ("done", 1, "transient")
+    assert "worker process died" in slow["last_error"]

@@ -1,0 +1,132 @@
+"""Run every benchmark and write ``bench/results/latest.json`` and ``latest.md``.
+
+    python -m bench            # the full run (~20 min on 2 cores)
+    python -m bench --smoke    # tiny sizes: checks that every figure is produced (CI)
+
+Ratios are measured side by side in one run: the machines are noisy, absolute numbers
+from different runs do not compare.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import click
+
+from demo.processes import REPO_ROOT
+
+from . import memory, pipeline, report, scaling, throughput
+
+SECTIONS = ("throughput", "scaling", "pipeline", "memory")
+
+
+@dataclass
+class Plan:
+    backends: tuple[str, ...] = ("sqlite", "postgresql")
+    pg_server: str = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    seconds: float = 6
+    connections: tuple[int, ...] = (1, 4, 16)
+    batches: tuple[int, ...] = (1, 10, 100)
+    repeats: int = 3  # of the target configuration (16 connections, batch 100): median
+    max_rate: int = 30_000  # tasks/s to keep queued for, per second of run
+    rq_jobs: int = 20_000
+    queue_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    scaling_leases: int = 300
+    files: int = 1000
+    latency: float = 0.05
+    image_size: int | None = 320
+    memory_tasks: int = 1_000_000
+    extra: dict = field(default_factory=dict)
+
+
+SMOKE = Plan(
+    seconds=1,
+    repeats=1,
+    max_rate=3000,
+    rq_jobs=200,
+    queue_sizes=(1_000, 2_000, 5_000),
+    scaling_leases=10,
+    files=16,
+    latency=0.01,
+    memory_tasks=5_000,
+)
+
+
+def environment() -> dict:
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit.stdout.strip() or None,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "sqlite": __import__("sqlite3").sqlite_version,
+        "wrk": (wrk.stdout or wrk.stderr).split("[")[0].strip(),
+        "packages": {
+            name: version(name) for name in ("flask", "sqlalchemy", "gunicorn", "gallery_dl", "rq", "psycopg")
+        },
+    }
+
+
+@click.command()
+@click.option("--smoke", is_flag=True, help="Tiny sizes: checks the harness produces every figure.")
+@click.option("--only", multiple=True, type=click.Choice(SECTIONS), help="Run only these sections.")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=REPO_ROOT / "bench" / "results",
+    show_default=True,
+)
+@click.option("--keep-workdir", is_flag=True, help="Keep databases and downloads for inspection.")
+def main(smoke: bool, only: tuple[str, ...], output: Path, keep_workdir: bool) -> None:
+    """Run the fetchfleet benchmarks and write results (JSON and a markdown table)."""
+    if shutil.which("wrk") is None:
+        raise click.ClickException("wrk is not installed: `make bench` installs it (apt-get install wrk)")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    plan = SMOKE if smoke else Plan()
+    workdir = Path(tempfile.mkdtemp(prefix="fetchfleet-bench-"))
+    started = time.monotonic()
+
+    def progress(message: str) -> None:
+        click.echo(f"[{time.monotonic() - started:6.0f}s] {message}", err=True)
+
+    results = {"plan": asdict(plan), "smoke": smoke, "environment": environment()}
+    try:
+        for name in only or SECTIONS:
+            section = {"throughput": throughput, "scaling": scaling, "pipeline": pipeline, "memory": memory}[name]
+            progress(f"== {name}")
+            section_dir = workdir / name
+            section_dir.mkdir()
+            results[name] = section.run(plan, section_dir, progress)
+    finally:
+        if not keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results["targets"] = report.targets(results)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
+    (output / "latest.md").write_text(report.markdown(results))
+    click.echo((output / "latest.md").read_text())
+    progress(f"results in {output}")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Targets and the markdown table of a benchmark run."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+TARGET_CONFIG = (16, 100)
+ABSOLUTE = {"sqlite": 40_000, "postgresql": 25_000}
+
+
+def rate(results: dict, backend: str, app: str, connections: int, batch: int) -> float | None:
+    rates = [
+        run["tasks_per_second"]
+        for run in results.get("throughput", {}).get("runs", [])
+        if (run["backend"], run["app"], run["connections"], run["batch"]) == (backend, app, connections, batch)
+    ]
+    return statistics.median(rates) if rates else None
+
+
+def targets(results: dict) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, measured: float | None, wanted: str, met: bool | None, note: str = "") -> None:
+        rows.append({"target": name, "measured": measured, "wanted": wanted, "met": met, "note": note})
+
+    throughput = results.get("throughput")
+    if throughput:
+        rq = throughput["rq"]["end_to_end_per_second"]
+        for backend, floor in ABSOLUTE.items():
+            real = rate(results, backend, "real", *TARGET_CONFIG)
+            ceiling = rate(results, backend, "ceiling", *TARGET_CONFIG)
+            if real is None or ceiling is None:
+                continue
+            note = (
+                f"the ceiling itself reaches {ceiling:,.0f} here: the target is beyond this machine"
+                if ceiling < floor
+                else ""
+            )
+            add(f"{backend}: tasks/s, 16 connections, batch 100", round(real), f">= {floor:,}", real >= floor, note)
+            add(
+                f"{backend}: share of the ceiling (same run)",
+                round(real / ceiling, 3),
+                ">= 0.40",
+                real / ceiling >= 0.4,
+            )
+            add(
+                f"{backend}: times RQ end to end ({rq:,.0f} jobs/s)",
+                round(real / rq, 1),
+                ">= 50",
+                real / rq >= 50,
+                f"the ceiling is {ceiling / rq:.0f}x RQ" if ceiling / rq < 50 else "",
+            )
+    scaling = results.get("scaling")
+    if scaling:
+        for backend, data in scaling.items():
+            ratio = data["p50_ratio_largest_to_smallest"]
+            sizes = data["sizes"]
+            add(
+                f"{backend}: lease p50 at {sizes[-1]['queued']:,} / at {sizes[0]['queued']:,} queued",
+                ratio,
+                "<= 1.5",
+                ratio <= 1.5,
+            )
+    pipeline = results.get("pipeline")
+    if pipeline:
+        add(
+            "client --jobs 1 / plain gallery-dl (1 process)",
+            pipeline["client_1_vs_gallery_dl_1"],
+            ">= 0.90",
+            pipeline["client_1_vs_gallery_dl_1"] >= 0.9,
+        )
+        add(
+            "client --jobs 8 / plain gallery-dl (8 processes)",
+            pipeline["client_8_vs_gallery_dl_8"],
+            ">= 0.90",
+            pipeline["client_8_vs_gallery_dl_8"] >= 0.9,
+        )
+    return rows
+
+
+def _mib(value: int) -> str:
+    return f"{value / 2**20:.0f} MiB"
+
+
+def markdown(results: dict) -> str:
+    env = results["environment"]
+    lines = [
+        "# fetchfleet benchmarks" + (" (smoke run: tiny sizes, numbers mean nothing)" if results.get("smoke") else ""),
+        "",
+        f"{env['date']}, commit {env['commit']}, {env['cpus']} cores, Python {env['python']}, SQLite {env['sqlite']}, "
+        f"{env['wrk']}. Made by `make bench` (`python -m bench`).",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | wanted | met | note |",
+        "| --- | ---: | --- | --- | --- |",
+    ]
+    for row in results.get("targets", []):
+        measured = f"{row['measured']:,}" if isinstance(row["measured"], int | float) else "-"
+        met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
+        lines.append(f"| {row['target']} | {measured} | {row['wanted']} | {met} | {row['note']} |")
+
+    throughput = results.get("throughput")
+    if throughput:
+        lines += [
+            "",
+            "## Coordinator throughput over HTTP (tasks leased and completed per second)",
+            "",
+            f"gunicorn sync workers: {throughput['workers']}; load generator: wrk, one connection per thread, each "
+            "looping lease N -> submit N done results (with a file record each). *ceiling*: a minimal Flask app doing "
+            "the same lease/complete statements, same gunicorn and wrk settings. Target row: median of repeats.",
+            "",
+            "| backend | connections | batch | fetchfleet | ceiling | share | p50 / p99 ms | wrk cores "
+            "| server cores |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        seen = set()
+        for run in throughput["runs"]:
+            config = (run["backend"], run["connections"], run["batch"])
+            if run["app"] != "real" or config in seen:
+                continue
+            seen.add(config)
+            real = rate(results, *config[:1], "real", *config[1:])
+            ceiling = rate(results, *config[:1], "ceiling", *config[1:])
+            share = f"{real / ceiling:.0%}" if real and ceiling else "-"
+            lines.append(
+                f"| {run['backend']} | {run['connections']} | {run['batch']} | {real:,.0f} | "
+                f"{ceiling or 0:,.0f} | {share} | {run['p50_ms']:.1f} / {run['p99_ms']:.1f} | "
+                f"{run['wrk_cpu']:.2f} | {run['server_cpu']:.2f} |"
+            )
+        rq = throughput["rq"]
+        lines += [
+            "",
+            f"RQ {rq['workers']} burst SimpleWorker processes on the local Redis, {rq['jobs']:,} trivial jobs: "
+            f"{rq['end_to_end_per_second']:,.0f} jobs/s end to end (enqueue alone {rq['enqueue_per_second']:,.0f}/s).",
+        ]
+
+    scaling = results.get("scaling")
+    if scaling:
+        lines += [
+            "",
+            "## Lease latency against queue size (100-task lease, in-process)",
+            "",
+            "| backend | queued | p50 ms | p99 ms |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for backend, data in scaling.items():
+            for row in data["sizes"]:
+                lines.append(f"| {backend} | {row['queued']:,} | {row['p50_ms']} | {row['p99_ms']} |")
+
+    pipeline = results.get("pipeline")
+    if pipeline:
+        lines += [
+            "",
+            f"## Client pipeline: {pipeline['files']:,} posts, {pipeline['latency_seconds'] * 1000:.0f} ms added to "
+            "every request",
+            "",
+            "| variant | files/s | seconds | files |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for key, label in (
+            ("gallery_dl_1", "plain gallery-dl, 1 process"),
+            ("gallery_dl_8", "plain gallery-dl, 8 processes x 1/8 of the URLs"),
+            ("client_1", "python -m client download --jobs 1"),
+            ("client_8", "python -m client download --jobs 8"),
+        ):
+            row = pipeline[key]
+            lines.append(f"| {label} | {row['files_per_second']} | {row['seconds']} | {row['files']} |")
+        lines += [
+            "",
+            f"8 plain processes vs 1: {pipeline['gallery_dl_8_vs_1']}x. The client also hashes every file "
+            "(sha256, phash, dhash), writes its sidecar and reports to the coordinator.",
+        ]
+
+    memory = results.get("memory")
+    pipeline_memory = (results.get("pipeline") or {}).get("client_8", {}).get("peak_rss_bytes")
+    if memory or pipeline_memory:
+        lines += ["", "## Memory", ""]
+        for backend, data in (memory or {}).items():
+            workers = ", ".join(_mib(value) for value in data["worker_rss_bytes"])
+            lines.append(
+                f"- coordinator on {backend}, {data['queued_tasks']:,} tasks queued: master "
+                f"{_mib(data['master_rss_bytes'])}, workers {workers} (total {_mib(data['total_rss_bytes'])})"
+            )
+        if pipeline_memory:
+            lines.append(
+                f"- client `--jobs 8`: parent {_mib(pipeline_memory['parent'])}, with its 8 workers "
+                f"{_mib(pipeline_memory['with_workers'])} at peak"
+            )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,74 @@
+"""Lease latency against queue size: the same 100-task lease with 10k, 100k and 1M tasks
+queued. With the partial queue index a lease reads ~100 index entries however long the
+queue is; a scan would grow with it. Measured in-process (the database and the leasing
+code only), with scattered priorities so leases pick rows all over the table."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+
+from server import context, create_app
+from server.extensions import db
+from server.leasing import lease_tasks, release_lease
+from server.models import ApiKey
+
+from . import fill
+from .throughput import database
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def measure(url: str, size: int, leases: int) -> dict:
+    fill.prepare(url)
+    fill.fill(url, size, priorities=10)
+    app = create_app({"DATABASE_URL": url, "SITES": fill.SITES})
+    timings = []
+    with app.app_context():
+        client = db.session.scalar(select(ApiKey))
+        db.session.commit()
+        for number in range(leases + 20):
+            started = time.perf_counter()
+            grant = lease_tasks(
+                db.session,
+                client=client,
+                kind="download",
+                n=100,
+                site=fill.BENCH_SITE,
+                sites=context.sites(),
+                policy=context.policy(),
+            )
+            elapsed = time.perf_counter() - started
+            assert len(grant.tasks) == 100
+            release_lease(db.session, lease_id=grant.lease.id, client=client)
+            if number >= 20:  # warm-up excluded
+                timings.append(elapsed * 1000)
+        db.session.remove()
+        db.engine.dispose()
+    return {
+        "queued": size,
+        "p50_ms": round(statistics.median(timings), 3),
+        "p99_ms": round(percentile(timings, 0.99), 3),
+        "leases": leases,
+    }
+
+
+def run(plan, workdir: Path, progress) -> dict:
+    results = {}
+    for backend in plan.backends:
+        rows = []
+        for size in plan.queue_sizes:
+            url = database(backend, workdir, plan.pg_server, "ff_bench_scaling")
+            rows.append(measure(url, size, plan.scaling_leases))
+            progress(f"{backend:10} {size:>9} queued: lease p50 {rows[-1]['p50_ms']} ms, p99 {rows[-1]['p99_ms']} ms")
+        results[backend] = {
+            "sizes": rows,
+            "p50_ratio_largest_to_smallest": round(rows[-1]["p50_ms"] / rows[0]["p50_ms"], 2),
+        }
+    return results
