@@ -42,6 +42,7 @@ class Plan:
     repeats: int = 3  # of the target configuration (16 connections, batch 100): median
     max_rate: int = 30_000  # tasks/s to keep queued for, per second of run
     rq_jobs: int = 20_000
+    database_cycles: int = 1000  # of 100 tasks, for the database-only figure
     queue_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     scaling_leases: int = 300
     files: int = 1000

@@ -129,6 +129,21 @@ def markdown(results: dict) -> str:
                 f"{ceiling or 0:,.0f} | {share} | {run['p50_ms']:.1f} / {run['p99_ms']:.1f} | "
                 f"{run['wrk_cpu']:.2f} | {run['server_cpu']:.2f} |"
             )
+        for lean in throughput.get("lean_ceiling", []):
+            lines.append(
+                f"| {lean['backend']} (ceiling app, minimal table) | 16 | 100 | - | "
+                f"{lean['tasks_per_second']:,.0f} | - | {lean['p50_ms']:.1f} / {lean['p99_ms']:.1f} | "
+                f"{lean['wrk_cpu']:.2f} | {lean['server_cpu']:.2f} |"
+            )
+        floors = ", ".join(
+            f"{row['backend']} {row['tasks_per_second']:,.0f}" for row in throughput.get("database_only", [])
+        )
+        if floors:
+            lines += [
+                "",
+                f"The database alone (the ceiling's two statements in a loop on one connection, in-process, no "
+                f"HTTP), tasks/s: {floors}.",
+            ]
         rq = throughput["rq"]
         lines += [
             "",

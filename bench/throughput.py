@@ -148,6 +148,114 @@ def _one_run(server, app, backend, key, connections, batch, seconds) -> Run:
     )
 
 
+LEAN_TABLE = (
+    "CREATE TABLE tasks (id {pk}, kind TEXT, site TEXT, url TEXT, state TEXT, priority INT, "
+    "available_at {time}, lease_id TEXT, leased_at {time}, updated_at {time}, done_at {time}, result_lease_id TEXT)"
+)
+
+
+def lean_database(backend: str, workdir: Path, pg_server: str, count: int) -> str:
+    """A minimal tasks table (no item, payload, error or file columns; only the queue
+    index): what the ceiling app does on it shows the limit of HTTP on this machine."""
+    from sqlalchemy import create_engine, text
+
+    url = database(backend, workdir, pg_server, "ff_bench_lean")
+    sqlite = backend == "sqlite"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                LEAN_TABLE.format(
+                    pk="INTEGER PRIMARY KEY" if sqlite else "BIGSERIAL PRIMARY KEY",
+                    time="TEXT" if sqlite else "TIMESTAMPTZ",
+                )
+            )
+        )
+        connection.execute(
+            text("CREATE INDEX ix_lean_queue ON tasks (kind, site, priority DESC, id) WHERE state = 'queued'")
+        )
+    engine.dispose()
+    _fill_lean(url, count)
+    return url
+
+
+def _fill_lean(url: str, count: int) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    stamp = "2020-01-01 00:00:00.000000" if url.startswith("sqlite") else "2020-01-01T00:00:00+00:00"
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO tasks (kind, site, url, state, priority, available_at) "
+                "VALUES ('download', :site, :url, 'queued', 0, :stamp)"
+            ),
+            [{"site": fill.BENCH_SITE, "url": f"http://bench.test/{n}", "stamp": stamp} for n in range(count)],
+        )
+    engine.dispose()
+
+
+def lean_ceiling(backend: str, workdir: Path, plan, progress) -> dict:
+    url = lean_database(backend, workdir, plan.pg_server, int(plan.max_rate * plan.seconds * 1.5) + 1000)
+    port = free_port()
+    server = start_server(
+        [
+            str(VENV_BIN / "gunicorn"),
+            "--workers",
+            str(WORKERS[backend]),
+            "--bind",
+            f"127.0.0.1:{port}",
+            APPS["ceiling"],
+        ],
+        url=f"http://127.0.0.1:{port}",
+        ready_path="/leases",
+        log_path=workdir / f"gunicorn-lean-{backend}.log",
+        env={"FETCHFLEET_DATABASE_URL": url},
+    )
+    try:
+        run = _one_run(server, "lean ceiling", backend, "-", 16, 100, plan.seconds)
+    finally:
+        server.stop()
+    progress(f"{backend:10} ceiling on a lean table: {run.tasks_per_second:9.0f} tasks/s")
+    return run.as_dict()
+
+
+def database_only(backend: str, url: str, cycles: int) -> dict:
+    """The ceiling's two statements, ``cycles`` times 100 tasks, on one connection,
+    in-process: no HTTP at all. What the database alone sustains, on the real schema."""
+    import secrets
+    from datetime import UTC, datetime
+
+    from sqlalchemy import bindparam, create_engine
+
+    from server.database import install_sqlite_behaviour
+
+    from .ceiling_app import COMPLETE, LEASE
+
+    engine = create_engine(url)
+    install_sqlite_behaviour(engine)
+    complete = COMPLETE.bindparams(bindparam("ids", expanding=True))
+    sqlite = engine.dialect.name == "sqlite"
+    tasks = 0
+    started = time.monotonic()
+    for _ in range(cycles):
+        now = datetime.now(UTC)
+        now = now.replace(tzinfo=None).isoformat(" ") if sqlite else now
+        lease = secrets.token_urlsafe(32)
+        with engine.begin() as connection:
+            ids = [
+                row.id
+                for row in connection.execute(
+                    LEASE[engine.dialect.name], {"site": fill.BENCH_SITE, "n": 100, "now": now, "lease": lease}
+                )
+            ]
+        with engine.begin() as connection:
+            tasks += len(connection.execute(complete, {"ids": ids, "lease": lease, "now": now}).all())
+    elapsed = time.monotonic() - started
+    engine.dispose()
+    return {"backend": backend, "tasks_per_second": round(tasks / elapsed, 1), "cycles": cycles}
+
+
 def rq_rate(jobs: int, workers: int = 2) -> dict:
     """RQ 2.x on the local Redis: enqueue ``jobs`` trivial jobs, run SimpleWorker processes
     in burst mode until the queue is empty; jobs per second end to end."""
@@ -194,13 +302,17 @@ def rq_rate(jobs: int, workers: int = 2) -> dict:
 
 
 def run(plan, workdir: Path, progress) -> dict:
-    results: dict = {"runs": [], "workers": WORKERS}
+    results: dict = {"runs": [], "workers": WORKERS, "lean_ceiling": [], "database_only": []}
     for backend in plan.backends:
         for app in ("real", "ceiling"):
             url = database(backend, workdir, plan.pg_server, f"ff_bench_{app}")
             key = fill.prepare(url)
             runs = measure(app, backend, url, key, workdir, plan, progress)
             results["runs"] += [r.as_dict() for r in runs]
+        fill.fill(url, plan.database_cycles * 100 + 1000)
+        results["database_only"].append(database_only(backend, url, plan.database_cycles))
+        progress(f"{backend:10} database only: {results['database_only'][-1]['tasks_per_second']:9.0f} tasks/s")
+        results["lean_ceiling"].append(lean_ceiling(backend, workdir, plan, progress))
     results["rq"] = rq_rate(plan.rq_jobs)
     progress(f"rq end to end {results['rq']['end_to_end_per_second']:.0f} jobs/s")
     return results
