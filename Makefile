@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 
 NODE_STAMP := node_modules/.installed-$(shell cat package.json package-lock.json | sha256sum | cut -c1-12)
 
-.PHONY: setup demo test test-fast lint format clean
+.PHONY: setup tools demo test test-fast bench bench-smoke lint format clean
 
 setup: $(STAMP)
 
@@ -25,15 +25,28 @@ $(STAMP): requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# wrk (Debian package) is the benchmarks' load generator; the test suite runs a smoke benchmark.
+tools:
+	@command -v wrk >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q wrk >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q wrk >/dev/null; }; }
+
 demo: $(STAMP)
 	$(BIN)/python -m demo $(DEMO_ARGS)
 
-test: $(STAMP) $(NODE_STAMP)
+test: $(STAMP) $(NODE_STAMP) tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Skips the slow tests (the 1M-row import); CI runs everything.
-test-fast: $(STAMP) $(NODE_STAMP)
+test-fast: $(STAMP) $(NODE_STAMP) tools
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# All benchmarks (~25 min on 2 cores): bench/results/latest.{json,md}. Needs PostgreSQL and Redis.
+bench: $(STAMP) tools
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-smoke: $(STAMP) tools
+	$(BIN)/python -m bench --smoke --output /tmp/fetchfleet-bench-smoke
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from common.states import FailureClass, ItemState, TaskKind, TaskState
 
-from .database import dialect_insert, insert_ignore, insert_rows, is_postgresql, utcnow
+from .database import dialect_insert, insert_ignore, insert_rows, is_postgresql, read_only, utcnow
 from .errors import Conflict, InvalidInput, NotFound
 from .models import File, Item, Lease, LeaseState, SiteState, Task
 from .sites import SiteRegistry
@@ -48,6 +48,7 @@ QUEUED, LEASED = sql_literal(TaskState.QUEUED), sql_literal(TaskState.LEASED)
 #: The hot paths use Core on the tables: no ORM identity map or unit of work per task.
 TASKS = Task.__table__
 LEASES = Lease.__table__
+SITE_STATES = SiteState.__table__
 _LEASED_COLUMNS = (
     TASKS.c.id,
     TASKS.c.kind,
@@ -182,11 +183,6 @@ def lease_tasks(
 
     reclaim_expired(session, policy=policy, now=now)
 
-    cooling = _cooling_sites(session, now)
-    if site is not None and site in cooling:
-        session.commit()
-        return Grant(None, retry_after=_seconds_until(cooling[site], now))
-
     configured = sites.get(site) if site else None
     if kind == TaskKind.DOWNLOAD and configured is not None and configured.max_in_flight:
         n = min(n, configured.max_in_flight - _in_flight(session, site, now))
@@ -195,12 +191,15 @@ def lease_tasks(
             return Grant(None, retry_after=policy.empty_queue_retry_after)
 
     lease_id = secrets.token_urlsafe(32)
-    excluded = sorted(cooling) if site is None else []
-    statement = _lease_statement(kind, site is not None, bool(excluded))
-    parameters = {"now": now, "n": n, "new_lease_id": lease_id, "only_site": site, "excluded": excluded}
+    statement = _lease_statement(kind, site is not None)
+    parameters = {"now": now, "n": n, "new_lease_id": lease_id, "only_site": site}
     leased = session.connection().execute(statement, parameters).all()
     if not leased:
+        # Nothing to hand out: say how long to wait (until the site's cooldown ends, if any).
+        cooling = _cooling_sites(session, now)
         session.commit()
+        if site is not None and site in cooling:
+            return Grant(None, retry_after=_seconds_until(cooling[site], now))
         return Grant(None, retry_after=policy.empty_queue_retry_after)
 
     length = policy.lease_length(kind, lease_seconds)
@@ -228,8 +227,10 @@ def lease_tasks(
 
 
 @functools.cache
-def _lease_statement(kind: str, per_site: bool, excluding: bool):
+def _lease_statement(kind: str, per_site: bool):
     """The lease statement for one shape of request, built once (it runs on every lease).
+
+    Tasks of a site cooling down (a 429) are left out in the same statement.
 
     Candidates are picked in a materialized CTE: as ``IN (subquery)`` PostgreSQL may re-run
     the subquery per row, and with SKIP LOCKED + LIMIT each run skips rows this very
@@ -243,9 +244,13 @@ def _lease_statement(kind: str, per_site: bool, excluding: bool):
         .with_for_update(skip_locked=True)
     )
     if per_site:
-        candidates = candidates.where(TASKS.c.site == bindparam("only_site"))
-    if excluding:
-        candidates = candidates.where(TASKS.c.site.not_in(bindparam("excluded", expanding=True)))
+        cooling = exists().where(
+            SITE_STATES.c.name == bindparam("only_site"), SITE_STATES.c.cooldown_until > bindparam("now")
+        )
+        candidates = candidates.where(TASKS.c.site == bindparam("only_site"), ~cooling)
+    else:
+        cooling = exists().where(SITE_STATES.c.name == TASKS.c.site, SITE_STATES.c.cooldown_until > bindparam("now"))
+        candidates = candidates.where(~cooling)
     picked = candidates.cte("picked").prefix_with("MATERIALIZED")
     return (
         update(TASKS)
@@ -457,55 +462,78 @@ def submit_results(
     are recorded. A result already recorded for this lease is left as it is, so
     sending the same submit twice is harmless. Input errors raise before any write.
 
-    The common case (downloads done) is one set-based UPDATE plus one INSERT of file
-    records (which are also where bytes are counted), whatever the batch size; other
-    outcomes are one executemany.
+    Everything that needs no lock happens before the write transaction (on SQLite it
+    excludes every other writer): reading the lease, validating, building rows. Inside
+    it, done downloads take one optimistic UPDATE that only touches tasks this lease
+    still holds (``RETURNING`` says which), then one INSERT of their file records;
+    other outcomes read their tasks first and are written as one executemany.
     """
     now = now or utcnow()
-    connection = session.connection()
-    lease = connection.execute(_LOCK_LEASE, {"lease_id": lease_id}).one_or_none()
-    if lease is None or lease.client_id != client.id:
-        session.rollback()
-        raise NotFound(f"no lease {lease_id!r} held by {client.name!r}")
+    lease = _lease_of(session, lease_id, client)
     seen: set[int] = set()
     for index, result in enumerate(results):
         if result["task_id"] in seen:
-            session.rollback()
             raise InvalidInput.at(["results", index, "task_id"], f"task {result['task_id']} appears twice")
         seen.add(result["task_id"])
+        _check_result(index, result, lease.kind, sites)
+    downloads = [r for r in results if r["status"] == "done" and lease.kind == TaskKind.DOWNLOAD]
+    others = [r for r in results if not (r["status"] == "done" and lease.kind == TaskKind.DOWNLOAD)]
+    files_of = {r["task_id"]: _file_rows(r["task_id"], client.id, r["files"], now) for r in downloads}
 
-    held = {row.id: row for row in connection.execute(_HELD, {"ids": list(seen)})}
     outcome = SubmitOutcome()
-    accepted: list[tuple[int, Mapping[str, Any], Any]] = []
-    for index, result in enumerate(results):
-        task = held.get(result["task_id"])
-        if task is None or task.kind != lease.kind:
-            outcome.conflicts.append(result["task_id"])
-        elif task.lease_id == lease.id and task.state == TaskState.LEASED:
-            accepted.append((index, result, task))
-        elif task.result_lease_id == lease.id:
-            outcome.unchanged.append(task.id)
-        else:
-            outcome.conflicts.append(task.id)
-    try:
-        for index, result, task in accepted:
-            _check_result(index, result, task.kind, sites)
-    except InvalidInput:
-        session.rollback()
-        raise
+    connection = session.connection()  # begins the write transaction
+    if downloads:
+        parameters = {"ids": list(files_of), "by_lease": lease.id, "by_client": client.id, "now": now}
+        done = set(connection.execute(_DOWNLOADED, parameters).scalars())
+        insert_rows(session, File.__table__, [row for task_id in done for row in files_of[task_id]])
+        outcome.accepted += [r["task_id"] for r in downloads if r["task_id"] in done]
+    if others:
+        _record_others(session, lease, client, others, sites, policy, now, outcome)
+    if lease.state == LeaseState.ACTIVE:
+        connection.execute(_COMPLETE_LEASE, {"of_lease": lease.id, "now": now})
+    session.commit()
 
-    downloaded: list[int] = []
-    files: list[dict[str, Any]] = []
+    refused = [r["task_id"] for r in downloads if r["task_id"] not in set(outcome.accepted)]
+    if refused:  # not held by this lease any more: already recorded by it, or someone else's now
+        read_only(session)
+        recorded = set(
+            session.scalars(select(TASKS.c.id).where(TASKS.c.id.in_(refused), TASKS.c.result_lease_id == lease.id))
+        )
+        session.commit()
+        outcome.unchanged += [task_id for task_id in refused if task_id in recorded]
+        outcome.conflicts += [task_id for task_id in refused if task_id not in recorded]
+    order = {result["task_id"]: position for position, result in enumerate(results)}
+    for ids in (outcome.accepted, outcome.unchanged, outcome.conflicts):
+        ids.sort(key=order.__getitem__)
+    return outcome
+
+
+def _lease_of(session: Session, lease_id: str, client: Client):
+    """The lease's owner, kind and state, read without taking the write lock."""
+    read_only(session)
+    lease = session.connection().execute(_READ_LEASE, {"lease_id": lease_id}).one_or_none()
+    session.commit()
+    if lease is None or lease.client_id != client.id:
+        raise NotFound(f"no lease {lease_id!r} held by {client.name!r}")
+    return lease
+
+
+def _record_others(session, lease, client, results, sites, policy, now, outcome: SubmitOutcome) -> None:
+    """Failures and metadata results: they depend on each task's attempts, so read first."""
+    held = {row.id: row for row in session.connection().execute(_HELD, {"ids": [r["task_id"] for r in results]})}
     changes: list[dict[str, Any]] = []
     found: list[dict[str, Any]] = []
     cooldowns: dict[str, tuple[datetime, str]] = {}
     metadata_items: set[int] = set()
-    for _, result, task in accepted:
-        outcome.accepted.append(task.id)
-        if result["status"] == "done" and task.kind == TaskKind.DOWNLOAD:
-            downloaded.append(task.id)
-            files.extend(_file_rows(task.id, client.id, result["files"], now))
+    for result in results:
+        task = held.get(result["task_id"])
+        if task is None or task.kind != lease.kind:
+            outcome.conflicts.append(result["task_id"])
             continue
+        if task.lease_id != lease.id or task.state != TaskState.LEASED:
+            (outcome.unchanged if task.result_lease_id == lease.id else outcome.conflicts).append(task.id)
+            continue
+        outcome.accepted.append(task.id)
         change = _base_change(task, lease.id, now)
         if result["status"] == "done":
             _record_metadata(change, result, task, client, policy, now, found, sites)
@@ -514,22 +542,16 @@ def submit_results(
         if task.kind == TaskKind.METADATA and task.item_id is not None:
             metadata_items.add(task.item_id)
         changes.append(change)
-
-    insert_rows(session, File.__table__, files)
-    if downloaded:
-        connection.execute(_DOWNLOADED, {"ids": downloaded, "by_lease": lease.id, "by_client": client.id, "now": now})
     if changes:
-        connection.execute(_CHANGE_TASK, [{f"b_{name}": value for name, value in change.items()} for change in changes])
+        session.connection().execute(
+            _CHANGE_TASK, [{f"b_{name}": value for name, value in change.items()} for change in changes]
+        )
     if found:
         created = session.execute(insert_ignore(session, TASKS).returning(TASKS.c.id), found).all()
-        outcome.download_tasks_created = len(created)
+        outcome.download_tasks_created += len(created)
     for site_name, (until, reason) in cooldowns.items():
         set_cooldown(session, site_name, until, reason, now)
     refresh_item_states(session, metadata_items)
-    if lease.state == LeaseState.ACTIVE:
-        _complete_lease_if_empty(session, lease.id, now)
-    session.commit()
-    return outcome
 
 
 def _check_result(index: int, result: Mapping[str, Any], kind: str, sites: SiteRegistry) -> None:
@@ -608,16 +630,19 @@ def _file_rows(task_id: int, client_id: int, records, now: datetime) -> list[dic
     ]
 
 
-_LOCK_LEASE = (
-    select(LEASES.c.id, LEASES.c.client_id, LEASES.c.kind, LEASES.c.state)
-    .where(LEASES.c.id == bindparam("lease_id"))
-    .with_for_update()
+_READ_LEASE = select(LEASES.c.id, LEASES.c.client_id, LEASES.c.kind, LEASES.c.state).where(
+    LEASES.c.id == bindparam("lease_id")
 )
 _HELD = select(*_HELD_COLUMNS).where(TASKS.c.id.in_(bindparam("ids", expanding=True))).with_for_update()
-#: Every download of a batch done, in one statement whatever the batch size.
+#: Every download of a batch done, in one statement whatever the batch size; only tasks the
+#: lease still holds change, and RETURNING names them.
 _DOWNLOADED = (
     update(TASKS)
-    .where(TASKS.c.id.in_(bindparam("ids", expanding=True)))
+    .where(
+        TASKS.c.id.in_(bindparam("ids", expanding=True)),
+        TASKS.c.lease_id == bindparam("by_lease"),
+        TASKS.c.state == LEASED,
+    )
     .values(
         state=TaskState.DONE,
         lease_id=None,
@@ -627,20 +652,24 @@ _DOWNLOADED = (
         available_at=bindparam("now"),
         updated_at=bindparam("now"),
     )
+    .returning(TASKS.c.id)
 )
+#: The lease is completed when it holds no task any more. Its row is taken with SKIP
+#: LOCKED: a reclaim holding it (PostgreSQL) waits on our task rows, so waiting for it
+#: here would deadlock; the reclaim marks the lease expired instead, which is as good.
 _COMPLETE_LEASE = (
     update(LEASES)
     .where(
-        LEASES.c.id == bindparam("of_lease"),
-        LEASES.c.state == LeaseState.ACTIVE,
+        LEASES.c.id.in_(
+            select(LEASES.c.id)
+            .where(LEASES.c.id == bindparam("of_lease"), LEASES.c.state == sql_literal(LeaseState.ACTIVE))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        ),
         ~exists().where(TASKS.c.lease_id == bindparam("of_lease"), TASKS.c.state == LEASED),
     )
     .values(state=LeaseState.COMPLETED, ended_at=bindparam("now"))
 )
-
-
-def _complete_lease_if_empty(session: Session, lease_id: str, now: datetime) -> None:
-    session.connection().execute(_COMPLETE_LEASE, {"of_lease": lease_id, "now": now})
 
 
 def _base_change(task: Any, lease_id: str, now: datetime) -> dict[str, Any]:
