@@ -41,7 +41,7 @@ test: $(STAMP) $(NODE_STAMP) tools
 test-fast: $(STAMP) $(NODE_STAMP) tools
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# All benchmarks (~25 min on 2 cores): bench/results/latest.{json,md}. Needs PostgreSQL and Redis.
+# All benchmarks (12-20 min on 2 cores): bench/results/latest.{json,md}. Needs PostgreSQL and Redis.
 bench: $(STAMP) tools
 	$(BIN)/python -m bench $(BENCH_ARGS)
 

@@ -2,6 +2,7 @@
 
     python -m bench            # the full run (~20 min on 2 cores)
     python -m bench --smoke    # tiny sizes: checks that every figure is produced (CI)
+    python -m bench --render   # rewrite latest.md and the README block from latest.json
 
 Ratios are measured side by side in one run: the machines are noisy, absolute numbers
 from different runs do not compare.
@@ -87,18 +88,46 @@ def environment() -> dict:
     }
 
 
+DEFAULT_OUTPUT = REPO_ROOT / "bench" / "results"
+README = REPO_ROOT / "README.md"
+
+
 @click.command()
 @click.option("--smoke", is_flag=True, help="Tiny sizes: checks the harness produces every figure.")
 @click.option("--only", multiple=True, type=click.Choice(SECTIONS), help="Run only these sections.")
 @click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
-    default=REPO_ROOT / "bench" / "results",
+    default=DEFAULT_OUTPUT,
     show_default=True,
 )
 @click.option("--keep-workdir", is_flag=True, help="Keep databases and downloads for inspection.")
-def main(smoke: bool, only: tuple[str, ...], output: Path, keep_workdir: bool) -> None:
-    """Run the fetchfleet benchmarks and write results (JSON and a markdown table)."""
+@click.option("--render", is_flag=True, help="Run nothing: rewrite latest.md (and the README block) from latest.json.")
+def main(smoke: bool, only: tuple[str, ...], output: Path, keep_workdir: bool, render: bool) -> None:
+    """Run the fetchfleet benchmarks and write results (JSON and a markdown table).
+
+    A full run into the default folder also rewrites the README's benchmark block.
+    """
+    if render:
+        source = output / "latest.json"
+        if not source.is_file():
+            raise click.ClickException(f"{source} does not exist: run the benchmarks first")
+        results = json.loads(source.read_text())
+        results["targets"] = report.targets(results)
+    else:
+        results = _run(smoke, only, keep_workdir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
+    (output / "latest.md").write_text(report.markdown(results))
+    click.echo((output / "latest.md").read_text())
+    click.echo(f"results in {output}", err=True)
+    complete = not results.get("smoke") and all(name in results for name in SECTIONS)
+    if complete and output.resolve() == DEFAULT_OUTPUT.resolve() and report.update_readme(README, results):
+        click.echo(f"benchmark block of {README} updated", err=True)
+    sys.exit(0)
+
+
+def _run(smoke: bool, only: tuple[str, ...], keep_workdir: bool) -> dict:
     if shutil.which("wrk") is None:
         raise click.ClickException("wrk is not installed: `make bench` installs it (apt-get install wrk)")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -121,12 +150,7 @@ def main(smoke: bool, only: tuple[str, ...], output: Path, keep_workdir: bool) -
         if not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     results["targets"] = report.targets(results)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "latest.json").write_text(json.dumps(results, indent=1) + "\n")
-    (output / "latest.md").write_text(report.markdown(results))
-    click.echo((output / "latest.md").read_text())
-    progress(f"results in {output}")
-    sys.exit(0)
+    return results
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from typing import Any
 
 TARGET_CONFIG = (16, 100)
@@ -92,23 +93,87 @@ def _mib(value: int) -> str:
     return f"{value / 2**20:.0f} MiB"
 
 
-def markdown(results: dict) -> str:
+README_START = "<!-- bench:start (written by python -m bench) -->"
+README_END = "<!-- bench:end -->"
+
+
+def _header(results: dict) -> str:
     env = results["environment"]
-    lines = [
-        "# fetchfleet benchmarks" + (" (smoke run: tiny sizes, numbers mean nothing)" if results.get("smoke") else ""),
-        "",
+    return (
         f"{env['date']}, commit {env['commit']}, {env['cpus']} cores, Python {env['python']}, SQLite {env['sqlite']}, "
-        f"{env['wrk']}. Made by `make bench` (`python -m bench`).",
-        "",
-        "## Targets",
-        "",
-        "| target | measured | wanted | met | note |",
-        "| --- | ---: | --- | --- | --- |",
-    ]
+        f"{env['wrk']}. Made by `make bench` (`python -m bench`)."
+    )
+
+
+def _targets_table(results: dict) -> list[str]:
+    lines = ["| target | measured | wanted | met | note |", "| --- | ---: | --- | --- | --- |"]
     for row in results.get("targets", []):
         measured = f"{row['measured']:,}" if isinstance(row["measured"], int | float) else "-"
         met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
         lines.append(f"| {row['target']} | {measured} | {row['wanted']} | {met} | {row['note']} |")
+    return lines
+
+
+def _limits_table(results: dict) -> list[str]:
+    """fetchfleet at the target configuration beside everything that bounds it."""
+    throughput = results.get("throughput")
+    if not throughput:
+        return []
+    lines = [
+        "| tasks/s, 16 connections, batch 100 | fetchfleet | ceiling app | ceiling app, minimal table "
+        "| database alone, no HTTP | RQ end to end |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def of(rows: list[dict], backend: str) -> str:
+        found = [row["tasks_per_second"] for row in rows if row["backend"] == backend]
+        return f"{found[0]:,.0f}" if found else "-"
+
+    for backend in ABSOLUTE:
+        real = rate(results, backend, "real", *TARGET_CONFIG)
+        ceiling = rate(results, backend, "ceiling", *TARGET_CONFIG)
+        if real is None or ceiling is None:
+            continue
+        lines.append(
+            f"| {backend} | {real:,.0f} | {ceiling:,.0f} | {of(throughput.get('lean_ceiling', []), backend)} | "
+            f"{of(throughput.get('database_only', []), backend)} | {throughput['rq']['end_to_end_per_second']:,.0f} |"
+        )
+    return lines
+
+
+def readme_section(results: dict) -> str:
+    """The block between the README's bench markers: the run, its targets, the limits."""
+    lines = [README_START, "", _header(results), "", *_targets_table(results)]
+    limits = _limits_table(results)
+    if limits:
+        lines += ["", *limits]
+    lines += ["", "All tables: [`bench/results/latest.md`](bench/results/latest.md).", "", README_END]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, results: dict) -> bool:
+    """Replace the README's bench block with this run's; False if it has no markers."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    readme.write_text(text[:start] + readme_section(results) + text[end + len(README_END) :])
+    return True
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "# fetchfleet benchmarks" + (" (smoke run: tiny sizes, numbers mean nothing)" if results.get("smoke") else ""),
+        "",
+        _header(results),
+        "",
+        "## Targets",
+        "",
+        *_targets_table(results),
+    ]
+    limits = _limits_table(results)
+    if limits:
+        lines += ["", "## What bounds it", "", *limits]
 
     throughput = results.get("throughput")
     if throughput:

@@ -13,11 +13,13 @@ import sys
 
 import pytest
 
+from bench import report
 from demo.processes import REPO_ROOT
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench / make test install it)")
 def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
+    readme_before = (REPO_ROOT / "README.md").read_text()
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--output", str(tmp_path)],
         cwd=REPO_ROOT,
@@ -51,3 +53,45 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
     table = (tmp_path / "latest.md").read_text()
     for heading in ("## Targets", "## Coordinator throughput", "## Lease latency", "## Client pipeline", "## Memory"):
         assert heading in table
+    assert "## What bounds it" in table
+    # A smoke run elsewhere leaves the README's numbers alone.
+    assert (REPO_ROOT / "README.md").read_text() == readme_before
+
+    # --render rebuilds the markdown from the JSON alone, identically.
+    (tmp_path / "latest.md").unlink()
+    rendered = subprocess.run(
+        [sys.executable, "-m", "bench", "--render", "--output", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rendered.returncode == 0, rendered.stderr[-3000:]
+    assert (tmp_path / "latest.md").read_text() == table
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# intro\n\n{report.README_START}\nold numbers\n{report.README_END}\n\n## after\n")
+    assert report.update_readme(readme, data)
+    text = readme.read_text()
+    assert text.startswith("# intro\n\n" + report.README_START) and text.endswith(report.README_END + "\n\n## after\n")
+    assert "old numbers" not in text and data["environment"]["date"] in text and "| target | measured |" in text
+    assert report.update_readme(readme, data) and readme.read_text() == text  # idempotent
+
+
+def test_render_without_results_is_a_clear_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--render", "--output", str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "latest.json does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_readme_without_markers_is_left_alone(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no benchmark block here\n")
+    assert not report.update_readme(readme, {"environment": {}, "targets": []})
+    assert readme.read_text() == "# no benchmark block here\n"
