@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from . import worker
@@ -43,7 +44,12 @@ class WorkerPool:
         return all(self.sites.get(name) == info for name, info in sites.items())
 
     def submit(self, function, *args) -> Future:
-        return self._executor.submit(function, *args)
+        """Raises ``BrokenProcessPool`` also when a worker cannot be started (the fork
+        server killed while it forks one surfaces as ``EOFError`` or ``OSError``)."""
+        try:
+            return self._executor.submit(function, *args)
+        except (EOFError, OSError) as exc:
+            raise BrokenProcessPool(f"could not start a worker process: {exc!r}") from exc
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

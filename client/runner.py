@@ -327,7 +327,6 @@ class Runner:
             {task["id"] for task in tasks},
         )
         self.active[active.id] = active
-        pool = self._pool_for(lease["sites"])
         cached = self.cache.lookup((task["site"], task["url"]) for task in tasks) if self.cache else {}
         for task in tasks:
             found = cached.get((task["site"], task["url"]))
@@ -341,9 +340,15 @@ class Runner:
                     self.summary.from_archive += 1
                     self._finish(task, {"task_id": task["id"], "status": "done", "files": recorded}, active)
                     continue
-                self.pending[pool.submit(worker.download, task, str(self.dest))] = (task, active)
+                self._submit(lease["sites"], active, task, worker.download, task, str(self.dest))
             else:
-                self.pending[pool.submit(worker.resolve, task)] = (task, active)
+                self._submit(lease["sites"], active, task, worker.resolve, task)
+
+    def _submit(self, lease_sites: dict[str, dict[str, Any]], active: ActiveLease, task: dict, *job) -> None:
+        try:
+            self.pending[self._pool_for(lease_sites).submit(*job)] = (task, active)
+        except BrokenProcessPool as exc:
+            self._worker_died(task, active, exc)
 
     def _collect_some(self) -> None:
         finished, _ = wait(self.pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -354,16 +359,21 @@ class Runner:
             except CancelledError:
                 continue
             except BrokenProcessPool as exc:
-                # A worker died (out of memory?): every pending task fails like this one, as a
-                # transient failure, and the next lease gets new workers.
-                if self.pool is not None:
-                    self.pool.kill()
-                    self.pool = None
-                result = Failure(FailureClass.TRANSIENT, f"worker process died: {exc}").as_result(task["id"])
+                self._worker_died(task, active, exc)
+                continue
             self._finish(task, result, active, fresh=True)
         self._close_finished()
         for active in self.active.values():
             active.sender.flush_if_due()
+
+    def _worker_died(self, task: dict, active: ActiveLease, exc: BaseException) -> None:
+        """A worker died (out of memory?) or could not start: every pending task fails like
+        this one, as a transient failure, and the next job gets new workers."""
+        if self.pool is not None:
+            self.pool.kill()
+            self.pool = None
+        result = Failure(FailureClass.TRANSIENT, f"worker process died: {exc}").as_result(task["id"])
+        self._finish(task, result, active, fresh=True)
 
     def _finish(self, task: dict, result: dict, active: ActiveLease, fresh: bool = False) -> None:
         if result["status"] == "done" and self.archive is not None:
