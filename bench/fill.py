@@ -67,54 +67,28 @@ def fill(url: str, count: int, *, priorities: int = 1, seed: int = 0) -> None:
     with engine.connect() as connection:
         start = connection.execute(text("SELECT coalesce(max(id), 0) FROM tasks")).scalar() + 1
     past = datetime.now(UTC) - timedelta(minutes=5)
-    if engine.dialect.name == "sqlite":
-        stamp = past.replace(tzinfo=None).isoformat(" ", timespec="microseconds")
-        rows = (
-            (
-                "download",
-                BENCH_SITE,
-                str(n),
-                f"http://bench.test/{n}",
-                "queued",
-                rng.randrange(priorities),
-                0,
-                stamp,
-                stamp,
-                stamp,
-            )
-            for n in range(start, start + count)
-        )
-        raw = engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            cursor.executemany(
+    sqlite = engine.dialect.name == "sqlite"
+    # SQLite gets the text the coordinator's UTCDateTime stores; COPY takes the datetime.
+    stamp = past.replace(tzinfo=None).isoformat(" ", timespec="microseconds") if sqlite else past
+    rows = (
+        ("download", BENCH_SITE, str(n), f"http://bench.test/{n}", "queued", rng.randrange(priorities), 0)
+        + (stamp,) * 3
+        for n in range(start, start + count)
+    )
+    raw = engine.raw_connection()
+    try:
+        if sqlite:
+            raw.cursor().executemany(
                 f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows
             )
-            raw.commit()
-        finally:
-            raw.close()
-    else:
-        raw = engine.raw_connection()
-        try:
+        else:
             with raw.cursor() as cursor, cursor.copy(f"COPY tasks ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                for n in range(start, start + count):
-                    copy.write_row(
-                        (
-                            "download",
-                            BENCH_SITE,
-                            str(n),
-                            f"http://bench.test/{n}",
-                            "queued",
-                            rng.randrange(priorities),
-                            0,
-                            past,
-                            past,
-                            past,
-                        )
-                    )
-            raw.commit()
-        finally:
-            raw.close()
+                for row in rows:
+                    copy.write_row(row)
+        raw.commit()
+    finally:
+        raw.close()
+    if not sqlite:
         with engine.begin() as connection:
             connection.execute(text("ANALYZE tasks"))
     engine.dispose()

@@ -19,6 +19,11 @@ def rate(results: dict, backend: str, app: str, connections: int, batch: int) ->
     return statistics.median(rates) if rates else None
 
 
+def _of_backend(rows: list[dict], backend: str) -> float | None:
+    """tasks/s of the row for ``backend`` (lean ceiling, database only), if measured."""
+    return next((row["tasks_per_second"] for row in rows if row["backend"] == backend), None)
+
+
 def targets(results: dict) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
 
@@ -33,10 +38,7 @@ def targets(results: dict) -> list[dict[str, Any]]:
             ceiling = rate(results, backend, "ceiling", *TARGET_CONFIG)
             if real is None or ceiling is None:
                 continue
-            lean = next(
-                (row["tasks_per_second"] for row in throughput.get("lean_ceiling", []) if row["backend"] == backend),
-                None,
-            )
+            lean = _of_backend(throughput.get("lean_ceiling", []), backend)
             note = ""
             if ceiling < floor:
                 note = f"beyond this machine: the ceiling app reaches {ceiling:,.0f}"
@@ -126,8 +128,8 @@ def _limits_table(results: dict) -> list[str]:
     ]
 
     def of(rows: list[dict], backend: str) -> str:
-        found = [row["tasks_per_second"] for row in rows if row["backend"] == backend]
-        return f"{found[0]:,.0f}" if found else "-"
+        found = _of_backend(rows, backend)
+        return "-" if found is None else f"{found:,.0f}"
 
     for backend in ABSOLUTE:
         real = rate(results, backend, "real", *TARGET_CONFIG)
