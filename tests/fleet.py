@@ -88,6 +88,10 @@ class Fleet:
         assert response.status_code == 200, response.text
         return response.json()
 
+    def download_tasks(self) -> dict[str, dict]:
+        """Every download task (up to 100) as the admin report shows it, by remote id."""
+        return {task["remote_id"]: task for task in self.admin("GET", "/tasks?kind=download&limit=100")["tasks"]}
+
     def site_counter(self) -> dict:
         return requests.get(self.site.url + "/_counter", timeout=10).json()
 
@@ -95,6 +99,9 @@ class Fleet:
         return self.workdir / f"dest-{node}"
 
     def client_command(self, *args: str, node: str = "node1") -> list[str]:
+        """``python -m client ARGS`` as ``node``; downloads go to the node's own folder."""
+        if args and args[0] == "download" and "--dest" not in args:
+            args = (*args, "--dest", str(self.dest(node)))
         return [sys.executable, "-m", "client", "--server", self.coordinator.url, "--key", self.keys[node], *args]
 
     def node_env(self, node: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -105,8 +112,6 @@ class Fleet:
     def client(
         self, *args: str, node: str = "node1", timeout: float = 300, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess:
-        if args and args[0] == "download" and "--dest" not in args:
-            args = (*args, "--dest", str(self.dest(node)))
         return subprocess.run(
             self.client_command(*args, node=node),
             cwd=REPO_ROOT,
@@ -117,8 +122,6 @@ class Fleet:
         )
 
     def start_client(self, *args: str, node: str = "node1", env: dict[str, str] | None = None) -> subprocess.Popen:
-        if args and args[0] == "download" and "--dest" not in args:
-            args = (*args, "--dest", str(self.dest(node)))
         with open(self.workdir / f"client-{node}-{time.monotonic_ns()}.log", "w") as log:
             return subprocess.Popen(
                 self.client_command(*args, node=node),
@@ -129,6 +132,11 @@ class Fleet:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def newest_client_log(self) -> str:
+        """The tail of the output of the client started last by ``start_client``."""
+        logs = sorted(self.workdir.glob("client-*.log"), key=lambda path: path.stat().st_mtime)
+        return logs[-1].read_text()[-3000:] if logs else ""
 
     def wait_for(self, predicate, timeout: float = 60, what: str = "condition") -> dict:
         deadline = time.monotonic() + timeout

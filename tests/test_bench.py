@@ -17,16 +17,16 @@ from bench import report
 from demo.processes import REPO_ROOT
 
 
+def _bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench / make test install it)")
 def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
     readme_before = (REPO_ROOT / "README.md").read_text()
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--output", str(tmp_path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    result = _bench("--smoke", "--output", str(tmp_path), timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads((tmp_path / "latest.json").read_text())
     runs = data["throughput"]["runs"]
@@ -59,13 +59,7 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
 
     # --render rebuilds the markdown from the JSON alone, identically.
     (tmp_path / "latest.md").unlink()
-    rendered = subprocess.run(
-        [sys.executable, "-m", "bench", "--render", "--output", str(tmp_path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    rendered = _bench("--render", "--output", str(tmp_path))
     assert rendered.returncode == 0, rendered.stderr[-3000:]
     assert (tmp_path / "latest.md").read_text() == table
 
@@ -79,13 +73,7 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
 
 
 def test_render_without_results_is_a_clear_error(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "--render", "--output", str(tmp_path)],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _bench("--render", "--output", str(tmp_path))
     assert result.returncode != 0
     assert "latest.json does not exist" in result.stderr and "Traceback" not in result.stderr
 

@@ -134,7 +134,7 @@ def test_failures_are_classified_retried_and_reported(fleet):
     runs = fleet.drain("download", "demo", "20")
     assert runs[0].returncode == 1  # some tasks failed in the first round
 
-    report = {task["remote_id"]: task for task in fleet.admin("GET", "/tasks?kind=download&limit=100")["tasks"]}
+    report = fleet.download_tasks()
     gone, flaky, throttled, dropped, slow, broken = (report[str(n)] for n in range(9001, 9007))
     assert (gone["state"], gone["attempts"], gone["error_class"]) == ("dead", 1, "permanent")
     assert "HTTP 404" in gone["last_error"]
@@ -207,7 +207,7 @@ def test_a_killed_client_s_tasks_are_completed_by_another_exactly_once(site, tmp
         by_node = {client["name"]: client["tasks_done"] for client in stats["clients"]}
         assert by_node["node1"] >= 5 and by_node["node2"] >= 1
         assert by_node["node1"] + by_node["node2"] == 60 + 2  # downloads + the two metadata tasks
-        reclaimed = [task for task in fleet.admin("GET", "/tasks?kind=download&limit=100")["tasks"] if task["attempts"]]
+        reclaimed = [task for task in fleet.download_tasks().values() if task["attempts"]]
         assert reclaimed and all("lease expired" in task["last_error"] for task in reclaimed)
         assert all(task["state"] == "done" for task in reclaimed)
     finally:
@@ -364,9 +364,9 @@ def test_a_worker_that_dies_fails_its_tasks_transiently_and_the_run_goes_on(flee
     for pid in workers():
         os.kill(pid, signal.SIGKILL)
     assert client.wait(120) == 1  # a failure was reported
-    log = _newest_client_log(fleet)
+    log = fleet.newest_client_log()
     assert fleet.stats()["leases"]["active"] == 0, log
-    tasks = {t["remote_id"]: t for t in fleet.admin("GET", "/tasks?kind=download&limit=100")["tasks"]}
+    tasks = fleet.download_tasks()
     # Charged: the task the worker was running, and the one already queued for it (the
     # client keeps one more than --jobs in hand). Whether the same --drain run retried
     # them depends on how fast it did the rest: their backoff (1 s) may not have ended.
@@ -379,13 +379,8 @@ def test_a_worker_that_dies_fails_its_tasks_transiently_and_the_run_goes_on(flee
     assert all(t["state"] == "done" for remote_id, t in tasks.items() if remote_id not in charged), log
 
     fleet.drain("download", "demo", "10")
-    tasks = {t["remote_id"]: t for t in fleet.admin("GET", "/tasks?kind=download&limit=100")["tasks"]}
+    tasks = fleet.download_tasks()
     assert len(tasks) == 31 and all(t["state"] == "done" for t in tasks.values())
     # Failed once when its worker died, retried after the backoff, done; never charged twice.
     assert (tasks["9005"]["attempts"], tasks["9005"]["error_class"]) == (1, "transient")
     assert {remote_id for remote_id, t in tasks.items() if t["attempts"]} == charged
-
-
-def _newest_client_log(fleet) -> str:
-    logs = sorted(fleet.workdir.glob("client-*.log"), key=lambda path: path.stat().st_mtime)
-    return logs[-1].read_text()[-3000:] if logs else ""
