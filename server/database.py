@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,15 +49,22 @@ def engine_options(url: str) -> dict[str, Any]:
 
 
 def install_sqlite_behaviour(engine: Engine) -> None:
-    """WAL, and write transactions that take the write lock at BEGIN.
+    """WAL, and write transactions that take the write lock at BEGIN, queued on a file lock.
 
     A deferred transaction that reads first and writes later can fail with SQLITE_BUSY
     when another process wrote in between; ``BEGIN IMMEDIATE`` waits for the lock
     instead, which is what makes one lease one atomic step on SQLite. Read-only work
     (stats, reports) asks for ``read_only(session)`` and does not block writers.
+    Writers of a database file queue on ``WriterQueuedConnection``'s lock first.
     """
     if engine.dialect.name != "sqlite":
         return
+
+    @event.listens_for(engine, "do_connect")
+    def _queue_writers(_dialect, _record, cargs, cparams):
+        database = cargs[0] if cargs else cparams.get("database", "")
+        if WriterQueuedConnection.lock_path_for(str(database)) is not None:
+            cparams["factory"] = WriterQueuedConnection
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
@@ -67,7 +79,91 @@ def install_sqlite_behaviour(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        dbapi_connection = connection.connection.driver_connection
+        if mode == "IMMEDIATE" and isinstance(dbapi_connection, WriterQueuedConnection):
+            dbapi_connection.begin_immediate()
+        else:
+            connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+class WriterQueuedConnection(sqlite3.Connection):
+    """A SQLite connection whose write transactions first queue on an ``flock`` of
+    ``<database>-writer``, held from ``BEGIN IMMEDIATE`` to commit or rollback.
+
+    SQLite makes a waiting writer sleep and retry (1, 2, 5, 10 ... 100 ms), so with
+    several gunicorn workers the writers mostly slept while the lock was free: 40% of
+    both cores sat idle under load. The kernel hands a released ``flock`` to the next
+    waiter at once. SQLite's own lock still guards the data; this only orders the
+    writers, and the kernel drops the lock of a process that dies.
+    """
+
+    _held_here: dict[str, int] = {}  # lock path -> thread holding it in this process
+    _held_guard = threading.Lock()
+
+    def __init__(self, database, *args, **kwargs):
+        super().__init__(database, *args, **kwargs)
+        self._lock_path = self.lock_path_for(str(database))
+        self._lock_fd: int | None = None
+        self._holding = False
+
+    @staticmethod
+    def lock_path_for(database: str) -> str | None:
+        """The lock file of an on-disk database; None for in-memory and URI databases."""
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return f"{os.path.abspath(database)}-writer"
+
+    def begin_immediate(self) -> None:
+        self._acquire()
+        try:
+            self.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._release()
+            raise
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self._release()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._release()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def _acquire(self) -> None:
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with self._held_guard:
+                if self._held_here.get(self._lock_path) == threading.get_ident():
+                    # Another connection of this very thread writes: waiting would never end.
+                    raise sqlite3.OperationalError("database is locked (by this thread's other connection)") from None
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        with self._held_guard:
+            self._held_here[self._lock_path] = threading.get_ident()
+        self._holding = True
+
+    def _release(self) -> None:
+        if not self._holding:
+            return
+        self._holding = False
+        with self._held_guard:
+            self._held_here.pop(self._lock_path, None)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
 
 def read_only(session: Session) -> None:
@@ -91,23 +187,60 @@ def insert_ignore(session: Session, target):
     return dialect_insert(session, target).on_conflict_do_nothing()
 
 
-def insert_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert a batch, skipping rows that conflict with a unique index, as one statement.
+@dataclass(frozen=True)
+class PreparedRows:
+    """Rows for ``insert_rows``, already in the driver's values on SQLite (text
+    timestamps): converting them cost as much as inserting them, and done inside the
+    write transaction it is time no other SQLite writer can use."""
+
+    table: Table
+    columns: tuple[str, ...]
+    values: list[tuple]
+
+    def where_in(self, column: str, allowed: set[Any]) -> PreparedRows:
+        position = self.columns.index(column)
+        return replace(self, values=[row for row in self.values if row[position] in allowed])
+
+
+def prepare_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> PreparedRows:
+    """Rows of one shape (the keys of the first) for ``insert_rows``; call it before the
+    write transaction begins."""
+    columns = tuple(rows[0]) if rows else ()
+    if not rows or is_postgresql(session):
+        return PreparedRows(table, columns, [tuple(row[name] for name in columns) for row in rows])
+    processors = _sqlite_processors(table, columns)
+    pairs = list(zip(columns, processors, strict=True))
+    values = [tuple(row[name] if process is None else process(row[name]) for name, process in pairs) for row in rows]
+    return PreparedRows(table, columns, values)
+
+
+def insert_rows(session: Session, rows: PreparedRows) -> None:
+    """Insert a batch, skipping rows that conflict with a unique index, as one driver call.
 
     PostgreSQL runs an ``executemany`` as one statement per row (4.8 ms per 100 file
     records here); ``INSERT ... SELECT FROM unnest(arrays)`` is one statement whatever
     the batch size. SQLite, in-process, is fastest with its own ``executemany``.
     """
-    if not rows:
+    if not rows.values:
         return
-    if session.get_bind().dialect.name == "postgresql":
-        session.connection().execute(_unnest_insert(table, tuple(rows[0])), _as_arrays(rows))
-    else:
-        session.connection().execute(dialect_insert(session, table).on_conflict_do_nothing(), rows)
+    if is_postgresql(session):
+        columns = zip(*rows.values, strict=True)
+        arrays = {f"a_{name}": list(column) for name, column in zip(rows.columns, columns, strict=True)}
+        session.connection().execute(_unnest_insert(rows.table, rows.columns), arrays)
+        return
+    placeholders = ", ".join("?" * len(rows.columns))
+    session.connection().exec_driver_sql(
+        f"INSERT INTO {rows.table.name} ({', '.join(rows.columns)}) VALUES ({placeholders}) ON CONFLICT DO NOTHING",
+        rows.values,
+    )
 
 
-def _as_arrays(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    return {f"a_{name}": [row[name] for row in rows] for name in rows[0]}
+@functools.cache
+def _sqlite_processors(table: Table, columns: tuple[str, ...]) -> tuple:
+    from sqlalchemy.dialects import sqlite
+
+    dialect = sqlite.dialect()
+    return tuple(table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in columns)
 
 
 @functools.cache

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from common.states import FailureClass, ItemState, TaskKind, TaskState
 
-from .database import dialect_insert, insert_ignore, insert_rows, is_postgresql, read_only, utcnow
+from .database import dialect_insert, insert_ignore, insert_rows, is_postgresql, prepare_rows, read_only, utcnow
 from .errors import Conflict, InvalidInput, NotFound
 from .models import File, Item, Lease, LeaseState, SiteState, Task
 from .sites import SiteRegistry
@@ -218,11 +218,14 @@ def lease_tasks(
             "expires_at": lease.expires_at,
         },
     )
+    items = _items_of(session, leased) if kind == TaskKind.METADATA else None
+    session.commit()
+    # Shaped after the commit: on SQLite every other writer waits while this transaction is open.
     tasks = [row._asdict() for row in leased]
     tasks.sort(key=lambda task: (-task["priority"], task["id"]))
-    if kind == TaskKind.METADATA:
-        _attach_items(session, tasks)
-    session.commit()
+    if items is not None:  # metadata tasks carry their item (key, title, query...) for the node
+        for task in tasks:
+            task["item"] = items.get(task["item_id"])
     return Grant(lease, tasks)
 
 
@@ -268,15 +271,12 @@ def _lease_statement(kind: str, per_site: bool):
 _INSERT_LEASE = insert(LEASES)
 
 
-def _attach_items(session: Session, tasks: list[dict[str, Any]]) -> None:
-    """Metadata tasks carry their item (key, title, query...) for the node's cache and logs."""
-    item_ids = {task["item_id"] for task in tasks if task["item_id"] is not None}
+def _items_of(session: Session, tasks: Sequence[Any]) -> dict[int, dict[str, Any]]:
+    item_ids = {task.item_id for task in tasks if task.item_id is not None}
     rows = session.execute(
         select(Item.id, Item.key, Item.title, Item.query, Item.url, Item.extra).where(Item.id.in_(item_ids))
     ).all()
-    items = {row.id: row._asdict() for row in rows}
-    for task in tasks:
-        task["item"] = items.get(task["item_id"])
+    return {row.id: row._asdict() for row in rows}
 
 
 def _cooling_sites(session: Session, now: datetime) -> dict[str, datetime]:
@@ -385,6 +385,16 @@ def _end_lease_if_empty(session: Session, lease: Lease, state: LeaseState, now: 
 # ------------------------------------------------------------------------ reclaim
 
 
+#: Runs on every lease request, so it is built once, and as Core (no ORM per call).
+_EXPIRED_LEASES = (
+    select(LEASES.c.id, LEASES.c.client_id)
+    .where(LEASES.c.state == sql_literal(LeaseState.ACTIVE), LEASES.c.expires_at <= bindparam("now"))
+    .order_by(LEASES.c.id)
+    .limit(RECLAIM_BATCH)
+    .with_for_update(skip_locked=True)
+)
+
+
 def reclaim_expired(session: Session, *, policy: LeasePolicy, now: datetime | None = None) -> int:
     """Put the unfinished tasks of expired leases back in the queue; returns how many.
 
@@ -393,13 +403,7 @@ def reclaim_expired(session: Session, *, policy: LeasePolicy, now: datetime | No
     transaction (the next lease request), and skips leases another process is handling.
     """
     now = now or utcnow()
-    expired = session.execute(
-        select(Lease.id, Lease.client_id)
-        .where(Lease.state == LeaseState.ACTIVE, Lease.expires_at <= now)
-        .order_by(Lease.id)
-        .limit(RECLAIM_BATCH)
-        .with_for_update(skip_locked=True)
-    ).all()
+    expired = session.connection().execute(_EXPIRED_LEASES, {"now": now}).all()
     if not expired:
         return 0
     lease_ids = [row.id for row in expired]
@@ -478,14 +482,16 @@ def submit_results(
         _check_result(index, result, lease.kind, sites)
     downloads = [r for r in results if r["status"] == "done" and lease.kind == TaskKind.DOWNLOAD]
     others = [r for r in results if not (r["status"] == "done" and lease.kind == TaskKind.DOWNLOAD)]
-    files_of = {r["task_id"]: _file_rows(r["task_id"], client.id, r["files"], now) for r in downloads}
+    file_rows = [row for r in downloads for row in _file_rows(r["task_id"], client.id, r["files"], now)]
+    files = prepare_rows(session, File.__table__, file_rows)
 
     outcome = SubmitOutcome()
     connection = session.connection()  # begins the write transaction
     if downloads:
-        parameters = {"ids": list(files_of), "by_lease": lease.id, "by_client": client.id, "now": now}
+        ids = [r["task_id"] for r in downloads]
+        parameters = {"ids": ids, "by_lease": lease.id, "by_client": client.id, "now": now}
         done = set(connection.execute(_DOWNLOADED, parameters).scalars())
-        insert_rows(session, File.__table__, [row for task_id in done for row in files_of[task_id]])
+        insert_rows(session, files if len(done) == len(ids) else files.where_in("task_id", done))
         outcome.accepted += [r["task_id"] for r in downloads if r["task_id"] in done]
     if others:
         _record_others(session, lease, client, others, sites, policy, now, outcome)

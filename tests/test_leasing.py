@@ -13,7 +13,7 @@ from server.auth import create_key
 from server.database import utcnow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.leasing import extend_lease, lease_tasks, reclaim_expired, release_lease, submit_results
-from server.models import ApiKey, Item, Lease, Role, SiteState
+from server.models import ApiKey, File, Item, Lease, Role, SiteState
 from tests.helpers import file_record
 
 #: The test clock: a day ahead, so every task created "now" by a helper is already available.
@@ -143,6 +143,7 @@ def test_late_result_for_reassigned_tasks_is_refused_others_accepted(session, no
     mixed = submit(session, node, third, [done(b), done(a)], now=later)
     assert mixed.accepted == [b] and mixed.conflicts == [a]
     assert actions.task(b).state == TaskState.DONE
+    assert session.scalars(select(File.task_id)).all() == [b]  # no file record for the refused task
 
 
 def test_late_result_is_accepted_when_nobody_took_the_tasks(session, node, actions):
@@ -364,8 +365,6 @@ def test_unknown_found_site_is_refused(session, node, actions):
 
 
 def test_completed_lease_is_marked_and_files_recorded(session, node, actions):
-    from server.models import File
-
     [task_id] = actions.add_download_tasks("booru", 1)
     grant = lease(session, node)
     submit(session, node, grant, [done(task_id)])
@@ -373,6 +372,7 @@ def test_completed_lease_is_marked_and_files_recorded(session, node, actions):
     assert session.get(Lease, grant.lease.id).state == "completed"
     [record] = session.scalars(select(File)).all()
     assert (record.task_id, record.client_id, record.path, record.size) == (task_id, node.id, "booru/1.png", 10)
+    assert record.created_at == T0
     assert actions.task(task_id).done_by == node.id
 
 

@@ -1,0 +1,153 @@
+"""SQLite plumbing: writers queue on a file lock (held from BEGIN IMMEDIATE to commit or
+rollback) instead of sleeping in SQLite's busy handler. Real files, real processes."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from server.database import WriterQueuedConnection, engine_options, install_sqlite_behaviour
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'queue.sqlite3'}"
+
+
+@pytest.fixture
+def engine(sqlite_url):
+    engine = create_engine(sqlite_url, **engine_options(sqlite_url))
+    install_sqlite_behaviour(engine)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (n INTEGER)"))
+    yield engine
+    engine.dispose()
+
+
+def lock_path(url: str) -> str:
+    return WriterQueuedConnection.lock_path_for(url.removeprefix("sqlite:///"))
+
+
+def lock_is_free(url: str) -> bool:
+    """Try the writer lock from an open file of our own (flock locks per open file)."""
+    fd = os.open(lock_path(url), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing releases it if we got it
+    return True
+
+
+def test_a_write_transaction_holds_the_lock_until_commit_or_rollback(engine, sqlite_url):
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO t VALUES (1)"))
+        assert not lock_is_free(sqlite_url)
+    assert lock_is_free(sqlite_url)
+
+    with pytest.raises(ZeroDivisionError), engine.begin() as connection:
+        connection.execute(text("INSERT INTO t VALUES (2)"))
+        assert not lock_is_free(sqlite_url)
+        raise ZeroDivisionError
+    assert lock_is_free(sqlite_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT n FROM t")).scalars().all() == [1]
+
+
+def test_readers_do_not_take_the_lock(engine, sqlite_url):
+    with engine.connect().execution_options(sqlite_begin="DEFERRED") as connection, connection.begin():
+        connection.execute(text("SELECT count(*) FROM t"))
+        assert lock_is_free(sqlite_url)
+
+
+def test_a_waiting_writer_goes_on_as_soon_as_the_holder_commits(engine):
+    order: list[str] = []
+    holding = threading.Event()
+    release = threading.Event()
+
+    def holder():
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO t VALUES (1)"))
+            holding.set()
+            release.wait(10)
+            order.append("holder commits")
+
+    def waiter():
+        holding.wait(10)
+        with engine.begin() as connection:
+            order.append("waiter writes")
+            connection.execute(text("INSERT INTO t VALUES (2)"))
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=waiter)]
+    for thread in threads:
+        thread.start()
+    holding.wait(10)
+    time.sleep(0.3)
+    assert order == []  # the waiter is queued, not writing
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert order == ["holder commits", "waiter writes"]
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT n FROM t ORDER BY n")).scalars().all() == [1, 2]
+
+
+def test_a_second_writer_in_the_same_thread_fails_instead_of_waiting_forever(engine):
+    with engine.begin() as first:
+        first.execute(text("INSERT INTO t VALUES (1)"))
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="this thread's other connection"), engine.begin():
+            pass
+        assert time.monotonic() - started < 5
+
+
+def test_the_lock_of_a_killed_writer_is_released(engine, sqlite_url):
+    script = (
+        "import sys, time\n"
+        "from sqlalchemy import create_engine, text\n"
+        "from server.database import engine_options, install_sqlite_behaviour\n"
+        "url = sys.argv[1]\n"
+        "engine = create_engine(url, **engine_options(url))\n"
+        "install_sqlite_behaviour(engine)\n"
+        "with engine.begin() as connection:\n"
+        "    connection.execute(text('INSERT INTO t VALUES (9)'))\n"
+        "    print('holding', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script, sqlite_url], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        assert not lock_is_free(sqlite_url)
+        holder.kill()
+        holder.wait(10)
+        with engine.begin() as connection:  # neither the file lock nor SQLite's stays behind
+            connection.execute(text("INSERT INTO t VALUES (1)"))
+    finally:
+        holder.kill()
+        holder.wait(10)
+        holder.stdout.close()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT n FROM t")).scalars().all() == [1]
+
+
+def test_in_memory_databases_need_no_lock_file():
+    engine = create_engine("sqlite://", **engine_options("sqlite://"))
+    install_sqlite_behaviour(engine)
+    with engine.begin() as connection:
+        assert not isinstance(connection.connection.driver_connection, WriterQueuedConnection)
+        assert connection.execute(text("SELECT 1")).scalar() == 1
+    engine.dispose()
