@@ -143,6 +143,9 @@ def test_failures_are_classified_retried_and_reported(fleet):
     for task in (flaky, throttled, dropped, slow):
         assert task["state"] == "done", task
     assert flaky["attempts"] == 1 and dropped["attempts"] == 1  # failed once as a job, then succeeded
+    # gallery-dl's own "Failed to download X" comes with its cause, the last retry's warning
+    assert dropped["last_error"].startswith("Failed to download demo_9004_"), dropped
+    assert "(3/3)" in dropped["last_error"], dropped
     assert throttled["attempts"] == 0  # a 429 is the site's state, not the task's fault
 
     counts = fleet.site_counter()["paths"]
@@ -207,9 +210,10 @@ def test_a_killed_client_s_tasks_are_completed_by_another_exactly_once(site, tmp
         by_node = {client["name"]: client["tasks_done"] for client in stats["clients"]}
         assert by_node["node1"] >= 5 and by_node["node2"] >= 1
         assert by_node["node1"] + by_node["node2"] == 60 + 2  # downloads + the two metadata tasks
-        reclaimed = [task for task in fleet.download_tasks().values() if task["attempts"]]
-        assert reclaimed and all("lease expired" in task["last_error"] for task in reclaimed)
-        assert all(task["state"] == "done" for task in reclaimed)
+        charged = [task for task in fleet.download_tasks().values() if task["attempts"]]
+        assert any("lease expired" in task["last_error"] for task in charged)  # the dead client's lease
+        # Rarely (under CPU load) a download on loopback fails once too: retried, never lost.
+        assert all(task["state"] == "done" and task["error_class"] == "transient" for task in charged)
     finally:
         fleet.stop()
         slow_site.stop()
