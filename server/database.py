@@ -209,8 +209,22 @@ def prepare_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> 
     if not rows or is_postgresql(session):
         return PreparedRows(table, columns, [tuple(row[name] for name in columns) for row in rows])
     processors = _sqlite_processors(table, columns)
-    pairs = list(zip(columns, processors, strict=True))
-    values = [tuple(row[name] if process is None else process(row[name]) for name, process in pairs) for row in rows]
+    converted: dict[tuple[int, Any], Any] = {}  # a batch repeats its timestamps: convert each once
+
+    def convert(position: int, value: Any) -> Any:
+        try:
+            return converted[position, value]
+        except KeyError:
+            result = converted[position, value] = processors[position](value)
+            return result
+        except TypeError:  # unhashable (a JSON value)
+            return processors[position](value)
+
+    plain = [processors[position] is None for position in range(len(columns))]
+    values = [
+        tuple(row[name] if plain[position] else convert(position, row[name]) for position, name in enumerate(columns))
+        for row in rows
+    ]
     return PreparedRows(table, columns, values)
 
 
