@@ -486,6 +486,7 @@ def submit_results(
     files = prepare_rows(session, File.__table__, file_rows)
 
     outcome = SubmitOutcome()
+    done: set[int] = set()  # downloads this lease still held, now recorded
     connection = session.connection()  # begins the write transaction
     if downloads:
         ids = [r["task_id"] for r in downloads]
@@ -499,7 +500,7 @@ def submit_results(
         connection.execute(_COMPLETE_LEASE, {"of_lease": lease.id, "now": now})
     session.commit()
 
-    refused = [r["task_id"] for r in downloads if r["task_id"] not in set(outcome.accepted)]
+    refused = [r["task_id"] for r in downloads if r["task_id"] not in done]
     if refused:  # not held by this lease any more: already recorded by it, or someone else's now
         read_only(session)
         recorded = set(
