@@ -369,9 +369,7 @@ class Runner:
     def _worker_died(self, task: dict, active: ActiveLease, exc: BaseException) -> None:
         """A worker died (out of memory?) or could not start: every pending task fails like
         this one, as a transient failure, and the next job gets new workers."""
-        if self.pool is not None:
-            self.pool.kill()
-            self.pool = None
+        self._discard_pool()
         result = Failure(FailureClass.TRANSIENT, f"worker process died: {exc}").as_result(task["id"])
         self._finish(task, result, active, fresh=True)
 
@@ -417,11 +415,15 @@ class Runner:
             if future.cancel():
                 del self.pending[future]
 
-    def _kill_pool(self) -> None:
-        """Hard stop: running jobs end now; their tasks are released with the rest."""
+    def _discard_pool(self) -> None:
+        """Kill the workers now; the next job that needs one starts a new pool."""
         if self.pool is not None:
             self.pool.kill()
             self.pool = None
+
+    def _kill_pool(self) -> None:
+        """Hard stop: running jobs end now; their tasks are released with the rest."""
+        self._discard_pool()
         for future in list(self.pending):
             if not future.done():
                 del self.pending[future]
