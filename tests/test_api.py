@@ -165,6 +165,18 @@ def test_submit_conflict_is_409_with_ids_and_the_rest_recorded(actions):
     again = actions.submit(lease_a["lease_id"], results[:1])
     assert again.status_code == 200 and again.get_json()["unchanged"] == [first]
     assert actions.submit(lease_b["lease_id"], results[1:]).status_code == 200
+    assert_submit_schema(body)
+    assert_submit_schema(again.get_json())
+
+
+def assert_submit_schema(body):
+    """The submit view builds its JSON directly (speed): it must be what the schema
+    it documents would dump, every field and nothing else."""
+    from server.schemas import SubmitResponseSchema
+
+    schema = SubmitResponseSchema()
+    assert set(body) == set(schema.fields)
+    assert schema.dump(body) == body
 
 
 def test_extend_release_and_unknown_lease(actions, leased):
