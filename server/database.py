@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import operator
 import os
 import sqlite3
 import threading
@@ -206,25 +207,26 @@ def prepare_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> 
     """Rows of one shape (the keys of the first) for ``insert_rows``; call it before the
     write transaction begins."""
     columns = tuple(rows[0]) if rows else ()
-    if not rows or is_postgresql(session):
-        return PreparedRows(table, columns, [tuple(row[name] for name in columns) for row in rows])
+    if not rows:
+        return PreparedRows(table, columns, [])
+    pick = operator.itemgetter(*columns)
+    values = [pick(row) for row in rows] if len(columns) > 1 else [(pick(row),) for row in rows]
+    if is_postgresql(session):
+        return PreparedRows(table, columns, values)
     processors = _sqlite_processors(table, columns)
-    converted: dict[tuple[int, Any], Any] = {}  # a batch repeats its timestamps: convert each once
-
-    def convert(position: int, value: Any) -> Any:
-        try:
-            return converted[position, value]
-        except KeyError:
-            result = converted[position, value] = processors[position](value)
-            return result
-        except TypeError:  # unhashable (a JSON value)
-            return processors[position](value)
-
-    plain = [processors[position] is None for position in range(len(columns))]
-    values = [
-        tuple(row[name] if plain[position] else convert(position, row[name]) for position, name in enumerate(columns))
-        for row in rows
-    ]
+    for position, process in enumerate(processors):
+        if process is None:
+            continue
+        converted: dict[Any, Any] = {}  # a batch repeats its timestamps: convert each once
+        for index, row in enumerate(values):
+            value = row[position]
+            try:
+                driver_value = converted[value]
+            except KeyError:
+                driver_value = converted[value] = process(value)
+            except TypeError:  # unhashable (a JSON value)
+                driver_value = process(value)
+            values[index] = (*row[:position], driver_value, *row[position + 1 :])
     return PreparedRows(table, columns, values)
 
 

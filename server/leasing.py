@@ -193,7 +193,8 @@ def lease_tasks(
     lease_id = secrets.token_urlsafe(32)
     statement = _lease_statement(kind, site is not None)
     parameters = {"now": now, "n": n, "new_lease_id": lease_id, "only_site": site}
-    leased = session.connection().execute(statement, parameters).all()
+    result = session.connection().execute(statement, parameters)
+    columns, leased = tuple(result.keys()), result.all()
     if not leased:
         # Nothing to hand out: say how long to wait (until the site's cooldown ends, if any).
         cooling = _cooling_sites(session, now)
@@ -221,7 +222,7 @@ def lease_tasks(
     items = _items_of(session, leased) if kind == TaskKind.METADATA else None
     session.commit()
     # Shaped after the commit: on SQLite every other writer waits while this transaction is open.
-    tasks = [row._asdict() for row in leased]
+    tasks = [dict(zip(columns, row, strict=True)) for row in leased]  # Row._asdict: ~4x the time
     tasks.sort(key=lambda task: (-task["priority"], task["id"]))
     if items is not None:  # metadata tasks carry their item (key, title, query...) for the node
         for task in tasks:
