@@ -58,6 +58,7 @@ SMOKE = Plan(
     repeats=1,
     max_rate=3000,
     rq_jobs=200,
+    database_cycles=100,
     queue_sizes=(1_000, 2_000, 5_000),
     scaling_leases=10,
     files=16,

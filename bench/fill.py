@@ -29,6 +29,11 @@ COLUMNS = (
 )
 
 
+def file_record(task_id: int) -> dict:
+    """The file record the load generator sends for each task (``lease_submit.lua``)."""
+    return {"path": f"b/{task_id}.png", "size": 1, "sha256": "ab" * 32, "mime": "image/png"}
+
+
 def fresh_postgres(server_url: str, name: str) -> str:
     """(Re)create database ``name`` on the server of ``server_url``; returns its URL."""
     admin = create_engine(server_url, isolation_level="AUTOCOMMIT")

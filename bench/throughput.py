@@ -256,6 +256,47 @@ def database_only(backend: str, url: str, cycles: int) -> dict:
     return {"backend": backend, "tasks_per_second": round(tasks / elapsed, 1), "cycles": cycles}
 
 
+def domain_only(backend: str, url: str, cycles: int) -> dict:
+    """fetchfleet's own lease and submit functions (every statement, file records,
+    validation of each result), ``cycles`` times 100 tasks, in-process on one connection:
+    what the coordinator costs without HTTP, wall and CPU per 100-task cycle."""
+    from sqlalchemy import select
+
+    from server import context, create_app
+    from server.extensions import db
+    from server.leasing import lease_tasks, submit_results
+    from server.models import ApiKey
+
+    app = create_app({"DATABASE_URL": url, "SITES": fill.SITES})
+    tasks = 0
+    with app.app_context():
+        client = db.session.scalars(select(ApiKey).order_by(ApiKey.id.desc())).first()
+        db.session.commit()
+        sites, policy = context.sites(), context.policy()
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(cycles):
+            grant = lease_tasks(
+                db.session, client=client, kind="download", n=100, site=fill.BENCH_SITE, sites=sites, policy=policy
+            )
+            results = [
+                {"task_id": task["id"], "status": "done", "files": [fill.file_record(task["id"])]}
+                for task in grant.tasks
+            ]
+            outcome = submit_results(
+                db.session, lease_id=grant.lease.id, client=client, results=results, sites=sites, policy=policy
+            )
+            tasks += len(outcome.accepted)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        db.session.remove()
+        db.engine.dispose()
+    return {
+        "backend": backend,
+        "tasks_per_second": round(tasks / wall, 1),
+        "cycles": cycles,
+        "cpu_ms_per_cycle": round(1000 * cpu / cycles, 3),
+    }
+
+
 def rq_rate(jobs: int, workers: int = 2) -> dict:
     """RQ 2.x on the local Redis: enqueue ``jobs`` trivial jobs, run SimpleWorker processes
     in burst mode until the queue is empty; jobs per second end to end."""
@@ -302,16 +343,20 @@ def rq_rate(jobs: int, workers: int = 2) -> dict:
 
 
 def run(plan, workdir: Path, progress) -> dict:
-    results: dict = {"runs": [], "workers": WORKERS, "lean_ceiling": [], "database_only": []}
+    results: dict = {"runs": [], "workers": WORKERS, "lean_ceiling": [], "database_only": [], "domain_only": []}
     for backend in plan.backends:
+        urls = {}
         for app in ("real", "ceiling"):
-            url = database(backend, workdir, plan.pg_server, f"ff_bench_{app}")
+            url = urls[app] = database(backend, workdir, plan.pg_server, f"ff_bench_{app}")
             key = fill.prepare(url)
             runs = measure(app, backend, url, key, workdir, plan, progress)
             results["runs"] += [r.as_dict() for r in runs]
-        fill.fill(url, plan.database_cycles * 100 + 1000)
-        results["database_only"].append(database_only(backend, url, plan.database_cycles))
+        for url in urls.values():
+            fill.fill(url, plan.database_cycles * 100 + 1000)
+        results["database_only"].append(database_only(backend, urls["ceiling"], plan.database_cycles))
         progress(f"{backend:10} database only: {results['database_only'][-1]['tasks_per_second']:9.0f} tasks/s")
+        results["domain_only"].append(domain_only(backend, urls["real"], plan.database_cycles))
+        progress(f"{backend:10} fetchfleet without HTTP: {results['domain_only'][-1]['tasks_per_second']:9.0f} tasks/s")
         results["lean_ceiling"].append(lean_ceiling(backend, workdir, plan, progress))
     results["rq"] = rq_rate(plan.rq_jobs)
     progress(f"rq end to end {results['rq']['end_to_end_per_second']:.0f} jobs/s")

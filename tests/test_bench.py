@@ -39,6 +39,9 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
     assert all(run["tasks"] > 0 and run["errors"] == 0 for run in runs), [r for r in runs if not r["tasks"]]
     assert {row["backend"] for row in data["throughput"]["lean_ceiling"]} == {"sqlite", "postgresql"}
     assert all(row["tasks_per_second"] > 0 for row in data["throughput"]["database_only"])
+    domain = data["throughput"]["domain_only"]
+    assert {row["backend"] for row in domain} == {"sqlite", "postgresql"}
+    assert all(row["tasks_per_second"] > 0 and row["cpu_ms_per_cycle"] > 0 for row in domain)
     assert data["throughput"]["rq"]["left_in_queue"] == 0 and data["throughput"]["rq"]["end_to_end_per_second"] > 0
     for backend in ("sqlite", "postgresql"):
         sizes = data["scaling"][backend]["sizes"]
@@ -53,7 +56,7 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
     table = (tmp_path / "latest.md").read_text()
     for heading in ("## Targets", "## Coordinator throughput", "## Lease latency", "## Client pipeline", "## Memory"):
         assert heading in table
-    assert "## What bounds it" in table
+    assert "## What bounds it" in table and "CPU ms per 100-task cycle" in table
     # A smoke run elsewhere leaves the README's numbers alone.
     assert (REPO_ROOT / "README.md").read_text() == readme_before
 
