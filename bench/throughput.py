@@ -257,9 +257,10 @@ def database_only(backend: str, url: str, cycles: int) -> dict:
 
 
 def domain_only(backend: str, url: str, cycles: int) -> dict:
-    """fetchfleet's own lease and submit functions (every statement, file records,
-    validation of each result), ``cycles`` times 100 tasks, in-process on one connection:
-    what the coordinator costs without HTTP, wall and CPU per 100-task cycle."""
+    """fetchfleet's own lease and submit functions (every statement and file record, the
+    per-result checks), ``cycles`` times 100 tasks, in-process on one connection: what the
+    coordinator costs without HTTP, key check, JSON Schema validation or JSON, wall and
+    CPU per 100-task cycle."""
     from sqlalchemy import select
 
     from server import context, create_app

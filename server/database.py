@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Table, bindparam, event, func, select
+from sqlalchemy import DateTime, Table, any_, bindparam, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.types import TypeDecorator
@@ -271,6 +271,17 @@ def _unnest_insert(table: Table, columns: tuple[str, ...]):
         .from_select(list(columns), select(*[unnested.c[name] for name in columns]))
         .on_conflict_do_nothing()
     )
+
+
+def in_list(column, name: str, postgresql: bool):
+    """``column IN (<the list bound as name>)``. On PostgreSQL ``= ANY(:name)`` with one
+    array parameter: an expanded ``IN`` renders a placeholder per id, too long a text
+    for psycopg's query cache, so it was re-parsed on every submit (~0.7 ms per 100 ids)."""
+    if postgresql:
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 def is_postgresql(session: Session) -> bool:

@@ -27,7 +27,16 @@ from sqlalchemy.orm import Session
 
 from common.states import FailureClass, ItemState, TaskKind, TaskState
 
-from .database import dialect_insert, insert_ignore, insert_rows, is_postgresql, prepare_rows, read_only, utcnow
+from .database import (
+    dialect_insert,
+    in_list,
+    insert_ignore,
+    insert_rows,
+    is_postgresql,
+    prepare_rows,
+    read_only,
+    utcnow,
+)
 from .errors import Conflict, InvalidInput, NotFound
 from .models import File, Item, Lease, LeaseState, SiteState, Task
 from .sites import SiteRegistry
@@ -492,7 +501,7 @@ def submit_results(
     if downloads:
         ids = [r["task_id"] for r in downloads]
         parameters = {"ids": ids, "by_lease": lease.id, "by_client": client.id, "now": now}
-        done = set(connection.execute(_DOWNLOADED, parameters).scalars())
+        done = set(connection.execute(_downloaded(is_postgresql(session)), parameters).scalars())
         insert_rows(session, files if len(done) == len(ids) else files.where_in("task_id", done))
         outcome.accepted += [r["task_id"] for r in downloads if r["task_id"] in done]
     if others:
@@ -528,7 +537,8 @@ def _lease_of(session: Session, lease_id: str, client: Client):
 
 def _record_others(session, lease, client, results, sites, policy, now, outcome: SubmitOutcome) -> None:
     """Failures and metadata results: they depend on each task's attempts, so read first."""
-    held = {row.id: row for row in session.connection().execute(_HELD, {"ids": [r["task_id"] for r in results]})}
+    ids = [r["task_id"] for r in results]
+    held = {row.id: row for row in session.connection().execute(_held(is_postgresql(session)), {"ids": ids})}
     changes: list[dict[str, Any]] = []
     found: list[dict[str, Any]] = []
     cooldowns: dict[str, tuple[datetime, str]] = {}
@@ -641,27 +651,35 @@ def _file_rows(task_id: int, client_id: int, records, now: datetime) -> list[dic
 _READ_LEASE = select(LEASES.c.id, LEASES.c.client_id, LEASES.c.kind, LEASES.c.state).where(
     LEASES.c.id == bindparam("lease_id")
 )
-_HELD = select(*_HELD_COLUMNS).where(TASKS.c.id.in_(bindparam("ids", expanding=True))).with_for_update()
-#: Every download of a batch done, in one statement whatever the batch size; only tasks the
-#: lease still holds change, and RETURNING names them.
-_DOWNLOADED = (
-    update(TASKS)
-    .where(
-        TASKS.c.id.in_(bindparam("ids", expanding=True)),
-        TASKS.c.lease_id == bindparam("by_lease"),
-        TASKS.c.state == LEASED,
+
+
+@functools.cache
+def _held(postgresql: bool):
+    return select(*_HELD_COLUMNS).where(in_list(TASKS.c.id, "ids", postgresql)).with_for_update()
+
+
+@functools.cache
+def _downloaded(postgresql: bool):
+    """Every download of a batch done, in one statement whatever the batch size; only tasks
+    the lease still holds change, and RETURNING names them."""
+    return (
+        update(TASKS)
+        .where(
+            in_list(TASKS.c.id, "ids", postgresql), TASKS.c.lease_id == bindparam("by_lease"), TASKS.c.state == LEASED
+        )
+        .values(
+            state=TaskState.DONE,
+            lease_id=None,
+            result_lease_id=bindparam("by_lease"),
+            done_by=bindparam("by_client"),
+            done_at=bindparam("now"),
+            available_at=bindparam("now"),
+            updated_at=bindparam("now"),
+        )
+        .returning(TASKS.c.id)
     )
-    .values(
-        state=TaskState.DONE,
-        lease_id=None,
-        result_lease_id=bindparam("by_lease"),
-        done_by=bindparam("by_client"),
-        done_at=bindparam("now"),
-        available_at=bindparam("now"),
-        updated_at=bindparam("now"),
-    )
-    .returning(TASKS.c.id)
-)
+
+
 #: The lease is completed when it holds no task any more. Its row is taken with SKIP
 #: LOCKED: a reclaim holding it (PostgreSQL) waits on our task rows, so waiting for it
 #: here would deadlock; the reclaim marks the lease expired instead, which is as good.
