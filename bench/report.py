@@ -21,8 +21,9 @@ def rate(results: dict, backend: str, app: str, connections: int, batch: int) ->
 
 def cycle_cpu(results: dict, backend: str, app: str, connections: int = 16, batch: int = 100) -> dict | None:
     """CPU milliseconds per ``batch``-task cycle (lease + submit) of the server and of wrk,
-    medians over the runs of one configuration: with every core busy, ``cores`` seconds of
-    CPU per second is all there is, so this bounds the rate whatever else is tuned."""
+    medians over the runs of one configuration: ``cores`` seconds of CPU per second is all
+    there is, so at this cost the rate cannot pass ``cores / CPU per cycle`` (on PostgreSQL
+    the database server's own CPU is not counted: its bound is looser still)."""
     runs = [
         run
         for run in results.get("throughput", {}).get("runs", [])
@@ -174,7 +175,8 @@ def _limits_table(results: dict) -> list[str]:
         )
     lines += [
         "",
-        "| CPU ms per 100-task cycle (lease + submit) | server | wrk | all cores allow at most, tasks/s |",
+        "| CPU ms per 100-task cycle (lease + submit) | server (gunicorn; not PostgreSQL's own) | wrk "
+        "| all cores allow at most, tasks/s |",
         "| --- | ---: | ---: | ---: |",
     ]
     for backend in ABSOLUTE:
