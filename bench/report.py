@@ -10,12 +10,17 @@ TARGET_CONFIG = (16, 100)
 ABSOLUTE = {"sqlite": 40_000, "postgresql": 25_000}
 
 
-def rate(results: dict, backend: str, app: str, connections: int, batch: int) -> float | None:
-    rates = [
-        run["tasks_per_second"]
+def _runs(results: dict, backend: str, app: str, connections: int, batch: int) -> list[dict]:
+    """The throughput runs of one configuration (the target one is repeated)."""
+    return [
+        run
         for run in results.get("throughput", {}).get("runs", [])
         if (run["backend"], run["app"], run["connections"], run["batch"]) == (backend, app, connections, batch)
     ]
+
+
+def rate(results: dict, backend: str, app: str, connections: int, batch: int) -> float | None:
+    rates = [run["tasks_per_second"] for run in _runs(results, backend, app, connections, batch)]
     return statistics.median(rates) if rates else None
 
 
@@ -24,12 +29,7 @@ def cycle_cpu(results: dict, backend: str, app: str, connections: int = 16, batc
     medians over the runs of one configuration: ``cores`` seconds of CPU per second is all
     there is, so at this cost the rate cannot pass ``cores / CPU per cycle`` (on PostgreSQL
     the database server's own CPU is not counted: its bound is looser still)."""
-    runs = [
-        run
-        for run in results.get("throughput", {}).get("runs", [])
-        if (run["backend"], run["app"], run["connections"], run["batch"]) == (backend, app, connections, batch)
-        and run["tasks_per_second"] > 0
-    ]
+    runs = [run for run in _runs(results, backend, app, connections, batch) if run["tasks_per_second"] > 0]
     if not runs:
         return None
     cycles = [run["tasks_per_second"] / batch for run in runs]
@@ -43,9 +43,15 @@ def cycle_cpu(results: dict, backend: str, app: str, connections: int = 16, batc
     }
 
 
+def _row_of(rows: list[dict], backend: str) -> dict | None:
+    """The row for ``backend`` of a per-backend figure (lean ceiling, database only...)."""
+    return next((row for row in rows if row["backend"] == backend), None)
+
+
 def _of_backend(rows: list[dict], backend: str) -> float | None:
-    """tasks/s of the row for ``backend`` (lean ceiling, database only), if measured."""
-    return next((row["tasks_per_second"] for row in rows if row["backend"] == backend), None)
+    """tasks/s of the row for ``backend``, if measured."""
+    row = _row_of(rows, backend)
+    return None if row is None else row["tasks_per_second"]
 
 
 def targets(results: dict) -> list[dict[str, Any]]:
@@ -187,7 +193,7 @@ def _limits_table(results: dict) -> list[str]:
                     f"| {backend}, {label} | {cpu['server_ms']:.2f} | {cpu['wrk_ms']:.2f} "
                     f"| {cpu['at_most_tasks_per_second']:,} |"
                 )
-        domain = next((row for row in throughput.get("domain_only", []) if row["backend"] == backend), None)
+        domain = _row_of(throughput.get("domain_only", []), backend)
         if domain:
             lines.append(
                 f"| {backend}, fetchfleet without HTTP (one process) | {domain['cpu_ms_per_cycle']:.2f} | - | - |"
