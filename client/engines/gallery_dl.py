@@ -147,10 +147,11 @@ class _Collector(logging.Handler):
         if http is not None:
             return http
         last = self.messages[-1] if self.messages else f"gallery-dl exit status {status}"
-        # gallery-dl ends with "Failed to download X"; why is in the warning before it.
-        cause = next((m for m in reversed(self.messages[:-1]) if not m.startswith("Failed to download")), None)
-        if cause is not None and last.startswith("Failed to download"):
-            last = f"{last}: {cause}"
+        if last.startswith("Failed to download"):
+            # gallery-dl ends with "Failed to download X"; why is in the warning before it.
+            cause = next((m for m in reversed(self.messages[:-1]) if not m.startswith("Failed to download")), None)
+            if cause is not None:
+                last = f"{last}: {cause}"
         if status & 16:
             return Failure(FailureClass.PERMANENT, f"authentication failed or required: {last}")
         if status & 32:
