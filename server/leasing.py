@@ -476,28 +476,39 @@ def submit_results(
     are recorded. A result already recorded for this lease is left as it is, so
     sending the same submit twice is harmless. Input errors raise before any write.
 
-    Everything that needs no lock happens before the write transaction (on SQLite it
-    excludes every other writer): reading the lease, validating, building rows. Inside
-    it, done downloads take one optimistic UPDATE that only touches tasks this lease
-    still holds (``RETURNING`` says which), then one INSERT of their file records;
-    other outcomes read their tasks first and are written as one executemany.
+    File records are built before the write transaction (on SQLite it excludes every
+    other writer). Inside it: the lease (a primary-key read, cheaper than a transaction
+    of its own) and the checks that depend on its kind; then done downloads take one
+    optimistic UPDATE that only touches tasks this lease still holds (``RETURNING`` says
+    which) and one INSERT of their file records; other outcomes read their tasks first
+    and are written as one executemany.
     """
     now = now or utcnow()
-    lease = _lease_of(session, lease_id, client)
     seen: set[int] = set()
     for index, result in enumerate(results):
         if result["task_id"] in seen:
             raise InvalidInput.at(["results", index, "task_id"], f"task {result['task_id']} appears twice")
         seen.add(result["task_id"])
-        _check_result(index, result, lease.kind, sites)
+    # Only a download lease records files; a metadata result carries none.
+    finished = [r for r in results if r["status"] == "done" and r.get("files")]
+    file_rows = [row for r in finished for row in _file_rows(r["task_id"], client.id, r["files"], now)]
+    files = prepare_rows(session, File.__table__, file_rows)
+
+    connection = session.connection()  # begins the write transaction
+    lease = connection.execute(_READ_LEASE, {"lease_id": lease_id}).one_or_none()
+    try:
+        if lease is None or lease.client_id != client.id:
+            raise NotFound(f"no lease {lease_id!r} held by {client.name!r}")
+        for index, result in enumerate(results):
+            _check_result(index, result, lease.kind, sites)
+    except (NotFound, InvalidInput):
+        session.rollback()
+        raise
     downloads = [r for r in results if r["status"] == "done" and lease.kind == TaskKind.DOWNLOAD]
     others = [r for r in results if not (r["status"] == "done" and lease.kind == TaskKind.DOWNLOAD)]
-    file_rows = [row for r in downloads for row in _file_rows(r["task_id"], client.id, r["files"], now)]
-    files = prepare_rows(session, File.__table__, file_rows)
 
     outcome = SubmitOutcome()
     done: set[int] = set()  # downloads this lease still held, now recorded
-    connection = session.connection()  # begins the write transaction
     if downloads:
         ids = [r["task_id"] for r in downloads]
         parameters = {"ids": ids, "by_lease": lease.id, "by_client": client.id, "now": now}
@@ -523,16 +534,6 @@ def submit_results(
     for ids in (outcome.accepted, outcome.unchanged, outcome.conflicts):
         ids.sort(key=order.__getitem__)
     return outcome
-
-
-def _lease_of(session: Session, lease_id: str, client: Client):
-    """The lease's owner, kind and state, read without taking the write lock."""
-    read_only(session)
-    lease = session.connection().execute(_READ_LEASE, {"lease_id": lease_id}).one_or_none()
-    session.commit()
-    if lease is None or lease.client_id != client.id:
-        raise NotFound(f"no lease {lease_id!r} held by {client.name!r}")
-    return lease
 
 
 def _record_others(session, lease, client, results, sites, policy, now, outcome: SubmitOutcome) -> None:
