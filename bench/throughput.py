@@ -22,9 +22,15 @@ from . import fill
 from .sampling import cpu_seconds, machine_busy, tree
 
 LUA = REPO_ROOT / "bench" / "lease_submit.lua"
-APPS = {"real": "server:create_app()", "ceiling": "bench.ceiling_app:create_app()"}
+APPS = {
+    "real": "server:create_app()",
+    "ceiling": "bench.ceiling_app:create_app()",
+    "ceiling_all": "bench.ceiling_app:create_app(every_statement=True)",
+}
 #: gunicorn sync workers per backend: SQLite has one writer, PostgreSQL uses more.
 WORKERS = {"sqlite": 2, "postgresql": 4}
+#: The configuration the targets name: 16 connections, batch 100.
+TARGET = (16, 100)
 
 
 @dataclass
@@ -85,29 +91,31 @@ def start_wrk(url: str, key: str, connections: int, batch: int, seconds: float) 
 
 
 def measure(app: str, backend: str, url: str, key: str, workdir: Path, plan, progress) -> list[Run]:
+    """Every configuration of the plan, the target one ``plan.repeats`` times; the
+    every-statement ceiling only answers how far the target configuration can go."""
     port = free_port()
     config = workdir / "coordinator_config.py"
     config.write_text("")
     server = start_server(
         [str(VENV_BIN / "gunicorn"), "--workers", str(WORKERS[backend]), "--bind", f"127.0.0.1:{port}", APPS[app]],
         url=f"http://127.0.0.1:{port}",
-        ready_path="/leases" if app == "ceiling" else "/health",
+        ready_path="/health" if app == "real" else "/leases",
         log_path=workdir / f"gunicorn-{app}-{backend}.log",
         env=coordinator_env(url, fill.SITES, config),
     )
     runs = []
+    configurations = [TARGET] if app == "ceiling_all" else [(c, b) for c in plan.connections for b in plan.batches]
     try:
-        for connections in plan.connections:
-            for batch in plan.batches:
-                repeats = plan.repeats if (connections, batch) == (16, 100) else 1
-                for _ in range(repeats):
-                    needed = int(plan.max_rate * plan.seconds * 1.5) + 1000
-                    if fill.queued(url) < needed:
-                        fill.fill(url, needed)
-                    runs.append(_one_run(server, app, backend, key, connections, batch, plan.seconds))
-                    progress(
-                        f"{backend:10} {app:7} c={connections:<2} b={batch:<3} {runs[-1].tasks_per_second:9.0f} tasks/s"
-                    )
+        for connections, batch in configurations:
+            repeats = plan.repeats if (connections, batch) == TARGET else 1
+            for _ in range(repeats):
+                needed = int(plan.max_rate * plan.seconds * 1.5) + 1000
+                if fill.queued(url) < needed:
+                    fill.fill(url, needed)
+                runs.append(_one_run(server, app, backend, key, connections, batch, plan.seconds))
+                progress(
+                    f"{backend:10} {app:11} c={connections:<2} b={batch:<3} {runs[-1].tasks_per_second:9.0f} tasks/s"
+                )
     finally:
         server.stop()
     return runs
@@ -347,13 +355,13 @@ def run(plan, workdir: Path, progress) -> dict:
     results: dict = {"runs": [], "workers": WORKERS, "lean_ceiling": [], "database_only": [], "domain_only": []}
     for backend in plan.backends:
         urls = {}
-        for app in ("real", "ceiling"):
+        for app in APPS:
             url = urls[app] = database(backend, workdir, plan.pg_server, f"ff_bench_{app}")
             key = fill.prepare(url)
             runs = measure(app, backend, url, key, workdir, plan, progress)
             results["runs"] += [r.as_dict() for r in runs]
-        for url in urls.values():
-            fill.fill(url, plan.database_cycles * 100 + 1000)
+        for app in ("real", "ceiling"):
+            fill.fill(urls[app], plan.database_cycles * 100 + 1000)
         results["database_only"].append(database_only(backend, urls["ceiling"], plan.database_cycles))
         progress(f"{backend:10} database only: {results['database_only'][-1]['tasks_per_second']:9.0f} tasks/s")
         results["domain_only"].append(domain_only(backend, urls["real"], plan.database_cycles))

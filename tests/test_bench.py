@@ -36,6 +36,8 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
                 (run["connections"], run["batch"]) for run in runs if (run["backend"], run["app"]) == (backend, app)
             }
             assert configs == {(c, b) for c in (1, 4, 16) for b in (1, 10, 100)}, (backend, app)
+        every = [run for run in runs if (run["backend"], run["app"]) == (backend, "ceiling_all")]
+        assert [(run["connections"], run["batch"]) for run in every] == [(16, 100)], backend
     assert all(run["tasks"] > 0 and run["errors"] == 0 for run in runs), [r for r in runs if not r["tasks"]]
     assert {row["backend"] for row in data["throughput"]["lean_ceiling"]} == {"sqlite", "postgresql"}
     assert all(row["tasks_per_second"] > 0 for row in data["throughput"]["database_only"])
@@ -57,6 +59,7 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
     for heading in ("## Targets", "## Coordinator throughput", "## Lease latency", "## Client pipeline", "## Memory"):
         assert heading in table
     assert "## What bounds it" in table and "CPU ms per 100-task cycle" in table
+    assert "| sqlite, ceiling app, every statement |" in table and "(ceiling app, every statement) | 16 | 100" in table
     # A smoke run elsewhere leaves the README's numbers alone.
     assert (REPO_ROOT / "README.md").read_text() == readme_before
 
