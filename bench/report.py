@@ -71,23 +71,8 @@ def targets(results: dict) -> list[dict[str, Any]]:
             lean = _of_backend(throughput.get("lean_ceiling", []), backend)
             every = rate(results, backend, "ceiling_all", *TARGET_CONFIG)
             note = ""
-            if ceiling < floor:
-                note = f"beyond this machine: the ceiling app reaches {ceiling:,.0f}"
-                if lean is not None:
-                    note += f", {lean:,.0f} on a minimal table"
-            elif real < floor and every is not None and every < floor:
-                note = (
-                    f"beyond this machine for fetchfleet's writes: the ceiling app doing every statement fetchfleet "
-                    f"does reaches {every:,.0f} (its two task statements alone: {ceiling:,.0f})"
-                )
-            elif real < floor:
-                note = f"the ceiling app reaches {ceiling:,.0f}: this needs {floor / ceiling:.0%} of it"
-                cpu = cycle_cpu(results, backend, "real")
-                if cpu:
-                    note += (
-                        f"; fetchfleet's {cpu['server_ms'] + cpu['wrk_ms']:.1f} ms of CPU per 100-task cycle "
-                        f"(server + wrk) allow at most {cpu['at_most_tasks_per_second']:,} on all cores"
-                    )
+            if real < floor:
+                note = _against_floor(results, backend, floor, ceiling, every, lean)
             add(f"{backend}: tasks/s, 16 connections, batch 100", round(real), f">= {floor:,}", real >= floor, note)
             add(
                 f"{backend}: share of the ceiling (same run)",
@@ -100,7 +85,7 @@ def targets(results: dict) -> list[dict[str, Any]]:
                 round(real / rq, 1),
                 ">= 50",
                 real / rq >= 50,
-                _against_rq(ceiling, every, lean, rq),
+                "" if real / rq >= 50 else _against_rq(ceiling, every, lean, rq),
             )
     scaling = results.get("scaling")
     if scaling:
@@ -130,11 +115,36 @@ def targets(results: dict) -> list[dict[str, Any]]:
     return rows
 
 
+def _against_floor(
+    results: dict, backend: str, floor: int, ceiling: float, every: float | None, lean: float | None
+) -> str:
+    """Why an absolute target was missed: beyond this machine when an app doing no more
+    than fetchfleet's statements (or fewer) stays below it in the same run."""
+    bounds = [f"the ceiling app reaches {ceiling:,.0f}"]
+    if every is not None:
+        bounds.append(f"{every:,.0f} doing every statement fetchfleet does")
+    if lean is not None:
+        bounds.append(f"{lean:,.0f} on a minimal table")
+    if ceiling < floor or (every is not None and every < floor):
+        return "beyond this machine: " + ", ".join(bounds)
+    note = ", ".join(bounds) + f"; this needs {floor / ceiling:.0%} of the ceiling"
+    cpu = cycle_cpu(results, backend, "real")
+    if cpu:
+        note += (
+            f"; fetchfleet's {cpu['server_ms'] + cpu['wrk_ms']:.1f} ms of CPU per 100-task cycle "
+            f"(server + wrk) allow at most {cpu['at_most_tasks_per_second']:,} on all cores"
+        )
+    return note
+
+
 def _against_rq(ceiling: float, every: float | None, lean: float | None, rq: float) -> str:
-    note = f"the ceiling app is {ceiling / rq:.0f}x RQ"
-    if every:
-        note += f", {every / rq:.0f}x doing every statement"
-    return note + (f", {lean / rq:.0f}x on a minimal table" if lean else "")
+    ratios = [f"the ceiling app is {ceiling / rq:.0f}x RQ"]
+    if every is not None:
+        ratios.append(f"{every / rq:.0f}x doing every statement")
+    if lean is not None:
+        ratios.append(f"{lean / rq:.0f}x on a minimal table")
+    beyond = ceiling / rq < 50 or (every is not None and every / rq < 50)
+    return ("beyond this machine: " if beyond else "") + ", ".join(ratios)
 
 
 def _mib(value: int) -> str:
