@@ -350,9 +350,22 @@ def test_invalid_results_change_nothing(session, node, actions):
     grant = lease(session, node, n=2)
     with pytest.raises(InvalidInput, match="at least one file"):
         submit(session, node, grant, [done(a), {"task_id": b, "status": "done", "files": []}])
+    # The kind-dependent checks run inside the write transaction: it is gone, not left holding the lock.
+    assert not session().in_transaction()
     with pytest.raises(InvalidInput, match="twice"):
         submit(session, node, grant, [done(a), done(a)])
     assert actions.task(a).state == TaskState.LEASED and actions.task(b).state == TaskState.LEASED
+
+
+def test_submit_to_an_unknown_or_someone_elses_lease_is_not_found(session, node, other, actions):
+    [task_id] = actions.add_download_tasks("booru", 1)
+    grant = lease(session, node, n=1)
+    for client, lease_id in ((node, "nope"), (other, grant.lease.id)):
+        with pytest.raises(NotFound, match="no lease"):
+            submit(session, client, lease_id, [done(task_id)])
+        assert not session().in_transaction()
+    assert actions.task(task_id).state == TaskState.LEASED
+    assert submit(session, node, grant, [done(task_id)]).accepted == [task_id]
 
 
 def test_unknown_found_site_is_refused(session, node, actions):
