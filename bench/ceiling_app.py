@@ -137,7 +137,7 @@ def create_app(every_statement: bool = False) -> Flask:
     return app
 
 
-def _insert_files(connection, dialect: str, client_id: int, results: list[dict], moment) -> None:
+def _insert_files(connection, dialect: str, client_id: int, results: list[dict], moment: str | datetime) -> None:
     rows = [
         (result["task_id"], client_id, file["path"], file["size"], file["sha256"], file.get("mime"), None, None, moment)
         for result in results
