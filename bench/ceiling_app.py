@@ -93,20 +93,16 @@ def create_app(every_statement: bool = False) -> Flask:
     complete = COMPLETE.bindparams(bindparam("ids", expanding=True))
     app = Flask(__name__)
 
-    def now() -> str | datetime:
-        moment = datetime.now(UTC)
+    def stamp(moment: datetime) -> str | datetime:
+        """What the coordinator's UTCDateTime stores: naive UTC text on SQLite."""
         return moment.replace(tzinfo=None).isoformat(" ") if dialect == "sqlite" else moment
-
-    def later(moment: str | datetime) -> str | datetime:
-        if isinstance(moment, str):
-            return (datetime.fromisoformat(moment) + timedelta(hours=1)).isoformat(" ")
-        return moment + timedelta(hours=1)
 
     @app.post("/leases")
     def lease():
         body = json.loads(request.get_data())
         lease_id = secrets.token_urlsafe(32)
-        moment = now()
+        started = datetime.now(UTC)
+        moment = stamp(started)
         with engine.begin() as connection:
             if every_statement:
                 connection.execute(EXPIRED_LEASES[dialect], {"now": moment}).all()
@@ -115,7 +111,8 @@ def create_app(every_statement: bool = False) -> Flask:
             ).all()
             if every_statement and rows:
                 parameters = {"lease": lease_id, "site": body["site"], "client": client_id, "count": len(rows)}
-                connection.execute(INSERT_LEASE, {**parameters, "now": moment, "expires": later(moment)})
+                expires = stamp(started + timedelta(hours=1))
+                connection.execute(INSERT_LEASE, {**parameters, "now": moment, "expires": expires})
         if not rows:
             return _json({"lease_id": None, "tasks": []})
         return _json({"lease_id": lease_id, "tasks": [{"id": row.id, "url": row.url} for row in rows]}, 201)
@@ -124,7 +121,7 @@ def create_app(every_statement: bool = False) -> Flask:
     def results(lease_id: str):
         body = json.loads(request.get_data())
         ids = [result["task_id"] for result in body["results"]]
-        moment = now()
+        moment = stamp(datetime.now(UTC))
         with engine.begin() as connection:
             if every_statement:
                 connection.execute(READ_LEASE, {"lease": lease_id}).one()
