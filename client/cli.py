@@ -2,7 +2,8 @@
 
 Exit status: 0 everything leased was done (or there was nothing to do); 1 some tasks
 failed, were refused or could not be reported; 2 bad usage or settings; 3 the
-coordinator cannot be reached or refuses this client; 128+N stopped by signal N.
+coordinator cannot be reached or refuses this client; 4 this node cannot store files
+(disk full, quota, read-only --dest); 128+N stopped by signal N.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from common.version import __version__
 
 from .cache import open_cache, redact
 from .coordinator import Coordinator, CoordinatorError
-from .runner import DRAIN, LOOP, ONCE, Runner, Stopper
-from .settings import DEFAULTS, validate
+from .runner import DRAIN, EXIT_NODE_FAULT, LOOP, ONCE, Runner, Stopper
+from .settings import DEFAULTS, validate, validate_node
+from .storage import backoff_pauses, storage_problem
 
 EXIT_UNREACHABLE = 3
+log = logging.getLogger("fetchfleet")
 
 
 class _TqdmHandler(logging.Handler):
@@ -132,16 +135,21 @@ def download(obj, site, n, dest, jobs, mode, lease_seconds, progress):
 
 def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progress, dest=None) -> int:
     settings = obj["settings"]
+    try:
+        validate_node(settings)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    stopper = Stopper()
+    stopper.install()
     if kind == TaskKind.DOWNLOAD:
         dest = Path(dest or settings["DEST"])
         try:
             dest.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             _fail(f"cannot create --dest {dest}: {error.strerror}", 2)
+        _wait_for_storage(dest, mode, stopper)
     coordinator = Coordinator(settings["SERVER_URL"], settings["API_KEY"], timeout=settings["HTTP_TIMEOUT"])
     metadata_cache = open_cache(settings) if kind == TaskKind.METADATA else None
-    stopper = Stopper()
-    stopper.install()
     runner = Runner(
         coordinator,
         kind=kind,
@@ -164,6 +172,23 @@ def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progr
         coordinator.close()
     click.echo(summary.line())
     return summary.exit_code()
+
+
+def _wait_for_storage(dest: Path, mode: str | None, stopper: Stopper) -> None:
+    """A --dest that cannot take files: a --loop node waits for it, any other run exits 4."""
+    problem = storage_problem(dest)
+    if problem is None:
+        return
+    if mode != LOOP:
+        _fail(f"this node cannot store files in {dest}: {problem}", EXIT_NODE_FAULT)
+    for pause in backoff_pauses():
+        logging.getLogger("fetchfleet").warning(
+            "%s cannot store files (%s); checking again in %ds", dest, problem, pause
+        )
+        if stopper.graceful.wait(pause):
+            sys.exit(128 + 15)
+        if (problem := storage_problem(dest)) is None:
+            return
 
 
 @main.group()

@@ -96,8 +96,15 @@ class Coordinator:
         return body
 
     def sites(self) -> dict[str, dict[str, Any]]:
+        """The coordinator's sites as it describes them (vetted by the caller, ``client.trust``)."""
         listed = self._call(self._safe, "GET", "/sites")
-        return {site["name"]: {"engine": site["engine"], "options": site.get("options") or {}} for site in listed}
+        if not isinstance(listed, list):
+            return {}
+        return {
+            site["name"]: {"engine": site.get("engine"), "options": site.get("options") or {}}
+            for site in listed
+            if isinstance(site, dict) and isinstance(site.get("name"), str)
+        }
 
     def lease(self, kind: str, n: int, *, site: str | None = None, lease_seconds: int | None = None) -> dict:
         body: dict[str, Any] = {"kind": kind, "n": n}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -30,12 +31,16 @@ from .coordinator import Coordinator, CoordinatorError
 from .engines import Failure
 from .heartbeat import Heartbeat
 from .pool import WorkerPool
+from .storage import backoff_pauses, storage_problem
+from .trust import SiteVetting
 
 log = logging.getLogger("fetchfleet")
 
 ONCE, LOOP, DRAIN = "once", "loop", "drain"
 #: Longest pause between lease requests when the queue is empty (--loop).
 MAX_IDLE_SECONDS = 60
+#: Exit status of a run stopped because the node cannot store files (disk full, read-only).
+EXIT_NODE_FAULT = 4
 
 
 @dataclass
@@ -56,6 +61,8 @@ class Summary:
     started: float = field(default_factory=time.monotonic)
     stopped_by: str | None = None
     retry_after: int | None = None
+    #: Set when the node itself could not go on (disk full, read-only --dest).
+    node_fault: str | None = None
 
     def line(self) -> str:
         what = f"{self.kind} {self.site}" if self.site else self.kind
@@ -82,11 +89,15 @@ class Summary:
             if self.from_archive:
                 parts.append(f"{self.from_archive} already on disk")
         stopped = f"; stopped by {self.stopped_by}" if self.stopped_by else ""
+        if self.node_fault:
+            stopped += f"; stopped: this node cannot store files ({self.node_fault})"
         return f"{what}: {', '.join(parts)} in {elapsed:.1f}s ({self.leases} lease(s)){stopped}"
 
     def exit_code(self) -> int:
         if self.stopped_by:
             return 128 + getattr(signal, self.stopped_by).value
+        if self.node_fault:
+            return EXIT_NODE_FAULT
         if self.failed or self.refused or self.undelivered:
             return 1
         return 0
@@ -120,6 +131,11 @@ class Stopper:
         self.signal_name = signal.Signals(signum).name
         self.graceful.set()
         log.warning("stopping: no new work; running jobs finish, the rest is released (again to stop now)")
+
+
+def _passing(error: CoordinatorError) -> bool:
+    """Trouble that goes away by itself: no answer at all, or a server error."""
+    return error.status is None or error.status >= 500
 
 
 class ResultSender:
@@ -221,8 +237,12 @@ class Runner:
         #: Metadata runs consult it before touching a site; fresh resolutions go into it.
         self.cache = cache if kind == TaskKind.METADATA else None
         self._resolved: list[tuple[str, str, list[dict]]] = []
+        #: Every site a lease describes is checked here first (``client.trust``).
+        self.vetting = SiteVetting()
         self.active: dict[str, ActiveLease] = {}
         self.pending: dict[Future, tuple[dict, ActiveLease]] = {}
+        #: Why this node cannot store files right now (None: it can).
+        self.fault: str | None = None
         self.bar = tqdm(
             total=0,
             unit="task",
@@ -235,53 +255,30 @@ class Runner:
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> Summary:
-        more = True  # may we ask for more work?
-        next_lease = 0.0  # monotonic time before which no lease is asked for (empty queue, outage)
-        outages = 0
-        cancelled = False
+        """Lease, run, collect, until the mode says stop; then deliver and release."""
+        self.more = True  # may we ask for more work?
+        self.next_lease = 0.0  # monotonic time before which no lease is asked for (empty queue, outage)
+        self.outages = 0
+        self._stopping = False
         try:
-            while True:
-                if self.stopper.hard.is_set():
-                    self._kill_pool()
-                    break
-                if self.stopper.graceful.is_set():
-                    more = False
-                    if not cancelled:
-                        cancelled = True
-                        self._cancel_waiting()
-                if more and len(self.pending) <= self.jobs and time.monotonic() >= next_lease:
-                    self._deliver_backlog()
-                    try:
-                        lease = self.coordinator.lease(
-                            self.kind, self.n, site=self.site, lease_seconds=self.lease_seconds
-                        )
-                    except CoordinatorError as error:
-                        # A daemon outlives coordinator restarts; a one-off run reports and stops.
-                        if self.mode != LOOP or error.status is not None:
-                            raise
-                        outages += 1
-                        pause = min(5 * 2 ** (outages - 1), MAX_IDLE_SECONDS)
-                        log.warning("%s; trying again in %ds", error.message, pause)
-                        next_lease = time.monotonic() + pause
-                    else:
-                        outages = 0
-                        if lease["tasks"]:
-                            self._start(lease)
-                            more = self.mode != ONCE
-                        else:
-                            self.summary.retry_after = lease.get("retry_after")
-                            more = self.mode == LOOP
-                            pause = min(lease.get("retry_after") or MAX_IDLE_SECONDS, MAX_IDLE_SECONDS)
-                            next_lease = time.monotonic() + pause
-                    self._close_finished()
-                    continue
-                if not self.pending:
-                    self._close_finished()
-                    if not more:
+            while not self.stopper.hard.is_set():
+                self._notice_stop()
+                if self.fault is not None:
+                    if self.pending:
+                        self._collect_some()
+                    elif not self._recover_from_fault():
                         break
-                    self.stopper.graceful.wait(max(0.0, min(next_lease - time.monotonic(), 1.0)))
-                    continue
-                self._collect_some()
+                elif self.more and len(self.pending) <= self.jobs and time.monotonic() >= self.next_lease:
+                    self._lease_more()
+                elif self.pending:
+                    self._collect_some()
+                else:
+                    self._close_finished()
+                    if not self.more:
+                        break
+                    self.stopper.graceful.wait(max(0.0, min(self.next_lease - time.monotonic(), 1.0)))
+            if self.stopper.hard.is_set():
+                self._kill_pool()
         finally:
             self._end_all()
             self._deliver_backlog()
@@ -296,14 +293,82 @@ class Runner:
                 self.cache.close()
         return self.summary
 
+    # ------------------------------------------------------------ the loop's steps
+
+    def _notice_stop(self) -> None:
+        """First signal: no new work, and tasks not yet started are handed back."""
+        if self.stopper.graceful.is_set() and not self._stopping:
+            self._stopping = True
+            self.more = False
+            self._cancel_waiting()
+
+    def _lease_more(self) -> None:
+        self._deliver_backlog()
+        try:
+            lease = self.coordinator.lease(self.kind, self.n, site=self.site, lease_seconds=self.lease_seconds)
+        except CoordinatorError as error:
+            # A --loop node outlives coordinator trouble (down, restarting, answering 5xx);
+            # a one-off run reports and stops, and so does everyone on a fatal answer.
+            if self.mode != LOOP or not _passing(error):
+                raise
+            self.outages += 1
+            pause = min(5 * 2 ** (self.outages - 1), MAX_IDLE_SECONDS)
+            log.warning("%s; trying again in %ds", error.message, pause)
+            self.next_lease = time.monotonic() + pause
+        else:
+            self.outages = 0
+            if lease["tasks"]:
+                self._start(lease)
+                self.more = self.mode != ONCE
+            else:
+                self.summary.retry_after = lease.get("retry_after")
+                self.more = self.mode == LOOP
+                pause = min(lease.get("retry_after") or MAX_IDLE_SECONDS, MAX_IDLE_SECONDS)
+                self.next_lease = time.monotonic() + pause
+        self._close_finished()
+
+    def _fail_node(self, message: str) -> None:
+        """The node cannot store files: stop taking work; what has not started is handed back."""
+        if self.fault is None:
+            self.fault = message
+            log.error(
+                "this node cannot store files in %s: %s; its tasks are handed back, uncharged", self.dest, message
+            )
+            self._cancel_waiting()
+
+    def _recover_from_fault(self) -> bool:
+        """Release what the fault left unfinished; with --loop wait until the disk takes
+        files again (True: go on), else stop (False)."""
+        self._end_all()
+        if self.mode != LOOP:
+            self.summary.node_fault = self.fault
+            return False
+        for pause in backoff_pauses():
+            problem = storage_problem(self.dest)
+            if problem is None:
+                log.warning("%s takes files again: resuming", self.dest)
+                self.fault = None
+                self.next_lease = 0.0
+                return True
+            log.warning("%s still cannot store files (%s); checking again in %ds", self.dest, problem, pause)
+            if self.stopper.graceful.wait(pause):
+                return False
+        return False
+
     def _deliver_backlog(self) -> None:
         """Results first, then new work: delivered before the lease expires, they still count."""
         self.backlog = [sender for sender in self.backlog if not sender.flush()]
 
     def _pool_for(self, lease_sites: dict[str, dict[str, Any]]) -> WorkerPool:
-        if self.pool is not None and self.pool.knows(lease_sites):
+        """Workers that know every accepted site; refused ones never reach them."""
+        wanted = {name: self.vetting.accepted[name] for name in lease_sites if name in self.vetting.accepted}
+        if self.pool is not None and self.pool.knows(wanted):
             return self.pool
-        sites = {**self.coordinator.sites(), **lease_sites}
+        try:
+            self.vetting.add(self.coordinator.sites())
+        except CoordinatorError as error:  # the lease described its own sites: enough to go on
+            log.info("could not list the coordinator's sites: %s", error.message)
+        sites = dict(self.vetting.accepted)
         if self.pool is not None:
             self.pool.close()
         self.pool = WorkerPool(self.jobs, self.settings, sites)
@@ -327,6 +392,13 @@ class Runner:
             {task["id"] for task in tasks},
         )
         self.active[active.id] = active
+        self.vetting.add(lease["sites"])
+        refusals = {task["id"]: self.vetting.refusal_for(task) for task in tasks}
+        for task in tasks:
+            if refusals[task["id"]] is not None:
+                result = Failure(FailureClass.PERMANENT, refusals[task["id"]]).as_result(task["id"])
+                self._finish(task, result, active)
+        tasks = [task for task in tasks if refusals[task["id"]] is None]
         cached = self.cache.lookup((task["site"], task["url"]) for task in tasks) if self.cache else {}
         for task in tasks:
             found = cached.get((task["site"], task["url"]))
@@ -374,8 +446,14 @@ class Runner:
         self._finish(task, result, active, fresh=True)
 
     def _finish(self, task: dict, result: dict, active: ActiveLease, fresh: bool = False) -> None:
+        if result["status"] == worker.NODE_FAULT:  # stays unfinished: released, never charged
+            self._fail_node(result["error"])
+            return
         if result["status"] == "done" and self.archive is not None:
-            self.archive.record(task["site"], task.get("remote_id"), result["files"])
+            try:
+                self.archive.record(task["site"], task.get("remote_id"), result["files"])
+            except sqlite3.OperationalError as error:  # "database or disk is full": the files stand
+                log.warning("could not note task %s in the node archive: %s", task["id"], error)
         elif fresh and result["status"] == "done" and self.cache is not None:
             self._resolved.append((task["site"], task["url"], result["found"]))
         elif result["status"] == "failed":

@@ -32,12 +32,18 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def validate(settings: dict[str, Any]) -> None:
-    """Fail before contacting anyone, naming the setting."""
+def validate_node(settings: dict[str, Any]) -> None:
+    """What only commands that talk to the coordinator need (``--help`` and ``cache`` do not)."""
     from common.settings import ConfigError
 
     if not settings.get("API_KEY"):
         raise ConfigError("no API key: pass --key, or set API_KEY in config.py or FETCHFLEET_API_KEY")
+
+
+def validate(settings: dict[str, Any]) -> None:
+    """Fail before contacting anyone, naming the setting."""
+    from common.settings import ConfigError
+
     url = settings.get("SERVER_URL")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ConfigError(f"SERVER_URL must be an http(s) URL, got {url!r}")

@@ -1,21 +1,40 @@
 """What runs inside a worker process: one engine instance per engine name, one job at a
-time. Results come back as the dicts the coordinator's submit takes."""
+time. Results come back as the dicts the coordinator's submit takes, or as a node
+fault (``NODE_FAULT``: the disk, not the task), which the parent never submits.
+
+A worker dies with its node: the kernel kills it when its parent (the fork server)
+goes, and a watchdog thread ends it if it is ever handed to another parent.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import logging
 import os
+import shutil
 import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from common.hashing import describe_file
+from common.sites import is_site_name
 from common.states import FailureClass
 
 from .engines import Engine, Failure, load
+from .engines.base import NodeFault, node_fault_of
 from .sidecar import write_sidecar
+
+#: A result status that stays on the node: the task is handed back, not charged.
+NODE_FAULT = "node_fault"
+#: Where jobs keep unfinished files, one folder per job, removed when the job ends.
+PARTIAL_DIR = Path(".fetchfleet") / "partial"
+_PR_SET_PDEATHSIG = 1
+_job_numbers = itertools.count(1)
 
 _settings: dict[str, Any] = {}
 _sites: dict[str, dict[str, Any]] = {}
@@ -30,6 +49,8 @@ def initialize(settings: dict[str, Any], sites: dict[str, dict[str, Any]]) -> No
     comes back in its result.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    os.environ["YTDLP_NO_PLUGINS"] = "1"  # no code from ~/.config/yt-dlp/plugins or sys.path
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's lifetime
     root = logging.getLogger()
     root.handlers[:] = [logging.NullHandler()]
@@ -39,6 +60,24 @@ def initialize(settings: dict[str, Any], sites: dict[str, dict[str, Any]]) -> No
     _sites.clear()
     _sites.update(sites)
     _engines.clear()
+
+
+def _die_with_parent() -> None:
+    """SIGKILL when the parent dies (Linux), and a watchdog for when that is unavailable."""
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
 def _engine_for(site: str) -> Engine:
@@ -63,10 +102,20 @@ def resolve(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def download(task: dict[str, Any], dest: str) -> dict[str, Any]:
-    """A download task: fetch into ``dest/<site>/``, hash, write sidecars, list the files."""
+    """A download task: fetch into ``dest/<site>/``, hash, write sidecars, list the files.
+
+    Unfinished files live in a folder of this job's own, removed however the job ends:
+    a failure leaves no ``.part`` behind.
+    """
     root = Path(dest).resolve()
+    partial = root / PARTIAL_DIR / f"{os.getpid()}-{next(_job_numbers)}"
     try:
-        written = _engine_for(task["site"]).download(task["url"], task["site"], root / task["site"])
+        if not is_site_name(task["site"]):  # the runner checked too; this names a folder
+            raise Failure(FailureClass.PERMANENT, f"refused by this node: site name {task['site']!r}")
+        directory = root / task["site"]
+        directory.mkdir(parents=True, exist_ok=True)
+        partial.mkdir(parents=True, exist_ok=True)
+        written = _engine_for(task["site"]).download(task["url"], task["site"], directory, partial)
         files = []
         for item in written:
             path = item.path.resolve()
@@ -79,9 +128,19 @@ def download(task: dict[str, Any], dest: str) -> dict[str, Any]:
             files.append({"path": relative, **info})
     except Failure as failure:
         return failure.as_result(task["id"])
+    except NodeFault as fault:
+        return node_fault(task, fault)
     except Exception as exc:
+        if (fault := node_fault_of(exc)) is not None:  # e.g. the sidecar hit a full disk
+            return node_fault(task, fault)
         return _unexpected(task, exc)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return {"task_id": task["id"], "status": "done", "files": files}
+
+
+def node_fault(task: dict[str, Any], fault: NodeFault) -> dict[str, Any]:
+    return {"task_id": task["id"], "status": NODE_FAULT, "error": str(fault)}
 
 
 def _unexpected(task: dict[str, Any], exc: Exception) -> dict[str, Any]:

@@ -148,6 +148,21 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
         names = [name for name, (_, _, tags) in VIDEOS.items() if term in tags]
         return _page(f"Videos: {term}", "".join(_video_tag(name, VIDEOS[name][1]) for name in names))
 
+    @app.get("/watch/pair")
+    def watch_pair():
+        """Two videos whose files share a stem: each must become its own download task."""
+        body = "".join(
+            f'<video controls><source src="/media/pair/clip.{ext}" type="video/{ext}"></video>' for ext in PAIR
+        )
+        return _page("Two clips, one name", body)
+
+    @app.get("/media/pair/<name>")
+    def media_pair(name: str):
+        stem, _, ext = name.partition(".")
+        if stem != "clip" or ext not in PAIR:
+            abort(404)
+        return Response(video_bytes(PAIR[ext]), mimetype=f"video/{ext}")
+
     @app.get("/media/<name>")
     def media(name: str):
         stem, _, ext = name.partition(".")
@@ -156,6 +171,10 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
         return Response(video_bytes(stem), mimetype=f"video/{ext}")
 
     return app
+
+
+#: The pair page's files, by extension: the clip each one serves.
+PAIR = {"mp4": "clip1", "webm": "clip4"}
 
 
 def _video_tag(name: str, ext: str) -> str:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 
 import pytest
 import requests
@@ -57,9 +59,14 @@ def sha256_of(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def clip_name(remote_id: str) -> str:
+    """A demo video's name from its remote id: the full media URL (``.../media/clip1.mp4``)."""
+    return posixpath.splitext(posixpath.basename(urllib.parse.urlsplit(remote_id).path))[0]
+
+
 def expected_sha256(record: dict) -> str:
     if record["site"] == "demotube":
-        return hashlib.sha256(video_bytes(record["remote_id"])).hexdigest()
+        return hashlib.sha256(video_bytes(clip_name(record["remote_id"]))).hexdigest()
     return CATALOG.sha256(CATALOG.post(int(record["remote_id"])))
 
 
@@ -112,7 +119,9 @@ def test_inventory_to_files_on_disk_with_the_served_hashes(fleet):
         else:
             assert record["mime"] in ("video/mp4", "video/webm") and record["phash"] is None
     videos = {record["remote_id"]: record for record in records if record["site"] == "demotube"}
-    assert sorted(videos) == ["clip1", "clip2", "clip3", "clip4", "clip5"]  # page, direct file and search dedup'd
+    assert all(remote_id.startswith(fleet.site.url + "/media/") for remote_id in videos)  # the full media URL
+    # page, direct file and search dedup'd
+    assert sorted(map(clip_name, videos)) == ["clip1", "clip2", "clip3", "clip4", "clip5"]
     phashes = {int(record["remote_id"]): record["phash"] for record in records if record["site"] == "demo"}
     assert hamming(phashes[11], phashes[12]) <= 6  # 12 is a resized, recompressed copy of 11
     assert hamming(phashes[11], phashes[21]) > 20

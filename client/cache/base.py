@@ -71,15 +71,7 @@ class MetadataCache:
         for key, doc in fresh.items():
             ids = [post_id(s, r) for s, r in doc["posts"]]
             if all(i in posts for i in ids):  # a post not replicated yet: resolve again
-                hits[key] = [
-                    {
-                        "site": posts[i]["site"],
-                        "remote_id": posts[i]["remote_id"],
-                        "url": posts[i].get("url"),
-                        "metadata": posts[i].get("metadata") or {},
-                    }
-                    for i in ids
-                ]
+                hits[key] = [_found(posts[i]) for i in ids]
         return hits
 
     def store(self, resolutions: Iterable[Resolved], now: datetime | None = None) -> int:
@@ -115,6 +107,14 @@ class MetadataCache:
         if docs:
             self._write(list(docs.values()))
         return count
+
+
+def _found(post: Mapping[str, Any]) -> dict[str, Any]:
+    """A cached post as a found post on the wire (no ``url`` key when none was reported)."""
+    found = {"site": post["site"], "remote_id": post["remote_id"], "metadata": post.get("metadata") or {}}
+    if post.get("url"):
+        found["url"] = post["url"]
+    return found
 
 
 def newest(revisions: list[dict[str, Any]]) -> dict[str, Any]:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import errno
 import json
 import math
+import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +32,7 @@ class Failure(Exception):
     def __init__(self, error_class: str | FailureClass, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.error_class = FailureClass(error_class)
-        self.message = message[:2000]
+        self.message = clean_text(message)[:2000]
         self.retry_after = retry_after
 
     def as_result(self, task_id: int) -> dict[str, Any]:
@@ -37,6 +40,40 @@ class Failure(Exception):
         if self.retry_after is not None:
             result["retry_after"] = self.retry_after
         return result
+
+
+#: Errors of the node's own disk: no task is at fault, and no other task would fare better.
+NODE_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system"}
+_NODE_ERROR_TEXT = re.compile(
+    r"\[Errno (?P<errno>" + "|".join(map(str, NODE_ERRNOS)) + r")\]"
+    r"|No space left on device|Disk quota exceeded|Read-only file system"
+)
+
+
+class NodeFault(Exception):
+    """The node cannot store files (disk full, quota, read-only ``--dest``): not the task's
+    fault. The task is handed back uncharged and the node pauses until the disk recovers."""
+
+
+def node_fault_of(error: BaseException | str | None) -> NodeFault | None:
+    """A NodeFault when ``error`` (an exception, its causes, or a message) is a disk condition."""
+    seen: set[int] = set()
+    while isinstance(error, BaseException) and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NODE_ERRNOS:
+            return NodeFault(f"{NODE_ERRNOS[error.errno]}: {error}")
+        error = error.__cause__ or error.__context__ or (error.args[0] if error.args else None)
+    if isinstance(error, str) and (match := _NODE_ERROR_TEXT.search(error)):
+        number = match.group("errno")
+        reason = NODE_ERRNOS[int(number)] if number else match.group(0).lower()
+        return NodeFault(f"{reason}: {error[:300]}")
+    return None
+
+
+def within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
+    """True when ``path``, symlinks resolved, is ``root`` or inside it."""
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([real, base]) == base
 
 
 @dataclass(frozen=True)
@@ -48,7 +85,12 @@ class Found:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def as_wire(self, site: str) -> dict[str, Any]:
-        return {"site": site, "remote_id": self.remote_id, "url": self.url, "metadata": self.metadata}
+        """A found post as the coordinator takes it; a URL this node would not fetch
+        (``ytdl:``, ``text:``, ``file:``) is left out, for the site's ``post_url`` to name it."""
+        wire = {"site": site, "remote_id": self.remote_id, "metadata": self.metadata}
+        if isinstance(self.url, str) and self.url.lower().startswith(("http://", "https://")):
+            wire["url"] = self.url
+        return wire
 
 
 @dataclass(frozen=True)
@@ -63,14 +105,17 @@ class Engine:
     name = ""
 
     def __init__(self, settings: Mapping[str, Any], sites: Mapping[str, Mapping[str, Any]]):
-        #: Client settings (GALLERY_DL_CONFIG, YT_DLP_OPTIONS, ...) and {site: {engine, options}}.
+        #: Client settings (GALLERY_DL_CONFIG, YT_DLP_OPTIONS, ...) and {site: {engine, options}},
+        #: the options already vetted by ``client.trust``.
         self.settings = settings
         self.sites = {name: site for name, site in sites.items() if site.get("engine") == self.name}
 
     def resolve(self, url: str, site: str) -> list[Found]:
         raise NotImplementedError
 
-    def download(self, url: str, site: str, directory: Path) -> list[Written]:
+    def download(self, url: str, site: str, directory: Path, partial: Path) -> list[Written]:
+        """Fetch into ``directory``, keeping unfinished files in ``partial`` (removed by the
+        caller afterwards); nothing may be written outside the two."""
         raise NotImplementedError
 
 
@@ -115,25 +160,34 @@ def classify_http(responses: Iterable[tuple[int, str, str | None]]) -> Failure |
     return Failure(error_class, f"HTTP {status} for {url}")
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """A site's text as every database stores it: no NUL, no unpaired surrogate."""
+    return _UNSTORABLE.sub("", text) if _UNSTORABLE.search(text) else text
+
+
 def json_safe(data: Mapping[str, Any], max_string: int = 20_000) -> dict[str, Any]:
-    """Metadata as JSON can carry it: private (``_``) keys dropped, odd values as text."""
+    """Metadata as JSON can carry it: private (``_``) keys dropped, odd values as text,
+    text storable (``clean_text``), at most eight levels deep."""
 
     def convert(value: Any, depth: int = 0) -> Any:
         if depth > 8:
-            return str(value)[:max_string]
+            return clean_text(str(value)[:max_string])
         if value is None or isinstance(value, bool | int):
             return value
         if isinstance(value, float):
             return value if math.isfinite(value) else None
         if isinstance(value, str):
-            return value[:max_string]
+            return clean_text(value[:max_string])
         if isinstance(value, Mapping):
-            return {str(k): convert(v, depth + 1) for k, v in value.items() if not str(k).startswith("_")}
+            return {clean_text(str(k)): convert(v, depth + 1) for k, v in value.items() if not str(k).startswith("_")}
         if isinstance(value, list | tuple | set):
             return [convert(v, depth + 1) for v in value]
         if isinstance(value, dt.datetime | dt.date):
             return value.isoformat()
-        return str(value)[:max_string]
+        return clean_text(str(value)[:max_string])
 
     converted = convert(data)
     json.dumps(converted)  # guaranteed serializable from here on

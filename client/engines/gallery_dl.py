@@ -13,6 +13,7 @@ import collections
 import copy
 import hashlib
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from gallery_dl import exception, extractor, job, util
 
 from common.states import FailureClass
 
-from .base import Engine, Failure, Found, Written, classify_http, json_safe
+from .base import Engine, Failure, Found, Written, classify_http, json_safe, node_fault_of, within
 
 #: Keys that name a post on most sites, in order of preference.
 ID_KEYS = ("id", "post_id", "tweet_id", "gallery_id")
@@ -36,7 +37,8 @@ class GalleryDlEngine(Engine):
         self._base = self._base_config()
 
     def _base_config(self) -> dict[str, Any]:
-        """Site options from the coordinator, under the user's own gallery-dl config."""
+        """Site options from the coordinator (vetted: ``common.engine_options``), under the
+        user's own gallery-dl config."""
         gdl_config.clear()
         # Defaults we need, each overridable by the user's config except where noted below.
         util.combine_dict(gdl_config._config, {"extractor": {"directory": [], "retries": 2, "sleep-retries": 1}})
@@ -50,19 +52,22 @@ class GalleryDlEngine(Engine):
         if gdl_config.get(("cache",), "file", util.SENTINEL) is util.SENTINEL:
             gdl_config.set(("cache",), "file", None)
         # Not overridable: fetchfleet reports 429s upstream so the whole site cools down,
-        # keeps its own per-node archive, and never prints to the terminal.
-        gdl_config.set(("extractor",), "sleep-429", 0)
-        gdl_config.set(("extractor",), "archive", None)
+        # keeps its own per-node archive, and never prints to the terminal. Root-level
+        # keys outrank every extractor and downloader level (gallery-dl's lookup order).
+        gdl_config.set((), "sleep-429", 0)
+        gdl_config.set((), "archive", None)
         gdl_config.set(("output",), "mode", "null")
         gdl_config.set(("output",), "progress", False)
         gdl_config.set(("downloader",), "progress", None)  # its own bar on stderr after 3 s
         return copy.deepcopy(gdl_config._config)
 
-    def _reset(self, directory: Path | None = None) -> None:
+    def _reset(self, directory: Path | None = None, partial: Path | None = None) -> None:
         gdl_config._config.clear()
         gdl_config._config.update(copy.deepcopy(self._base))
         if directory is not None:
-            gdl_config.set(("extractor",), "base-directory", str(directory))
+            gdl_config.set((), "base-directory", str(directory))
+        if partial is not None:
+            gdl_config.set((), "part-directory", str(partial))
 
     def resolve(self, url: str, site: str) -> list[Found]:
         self._reset()
@@ -81,10 +86,12 @@ class GalleryDlEngine(Engine):
             found.metadata["file_count"] = counts[remote_id]
         return list(grouped.values())
 
-    def download(self, url: str, site: str, directory: Path) -> list[Written]:
-        self._reset(directory)
-        collector = _Collector()
+    def download(self, url: str, site: str, directory: Path, partial: Path) -> list[Written]:
+        self._reset(directory, partial)
+        collector = _Collector(confined_to=(directory, partial))
         status = collector.run(_DownloadJob, url)
+        if collector.refused:
+            raise Failure(FailureClass.PERMANENT, collector.refused)
         if status or collector.failed:
             raise collector.failure(status)
         if not collector.written:
@@ -103,8 +110,12 @@ def _remote_id(kwdict: Mapping[str, Any], url: str) -> str:
 class _Collector(logging.Handler):
     """What one job saw: items, written/failed files, HTTP statuses, error messages."""
 
-    def __init__(self):
+    def __init__(self, confined_to: tuple[Path, ...] = ()):
         super().__init__(logging.WARNING)
+        #: Folders a download job may write in; a path outside them stops the job.
+        self.confined_to = confined_to
+        #: Why the job was stopped before writing somewhere it must not.
+        self.refused: str | None = None
         self.items: list[tuple[str, dict]] = []
         self.written: list[Written] = []
         self.failed: list[str] = []
@@ -142,7 +153,24 @@ class _Collector(logging.Handler):
         finally:
             root.removeHandler(self)
 
+    def check_path(self, pathfmt) -> None:
+        """Stop the job before a file or ``.part`` lands outside ``confined_to``."""
+        directory = pathfmt.realdirectory
+        filename = pathfmt.build_filename(pathfmt.kwdict) if pathfmt.extension else pathfmt.filename
+        if filename in ("", ".", "..") or "/" in (filename or ""):
+            problem = f"unsafe file name {filename!r}"
+        else:
+            paths = [os.path.join(directory, filename or ""), pathfmt.temppath or directory]
+            outside = [path for path in paths if not any(within(path, root) for root in self.confined_to)]
+            if not outside:
+                return
+            problem = f"{outside[0]} is outside --dest"
+        self.refused = f"refused by this node: the job would write {problem}"
+        raise _PathRefused(self.refused)
+
     def failure(self, status: int) -> Failure:
+        if (fault := next(filter(None, map(node_fault_of, reversed(self.messages))), None)) is not None:
+            raise fault
         http = classify_http(self.responses)
         if http is not None:
             return http
@@ -157,6 +185,10 @@ class _Collector(logging.Handler):
         if status & 32:
             return Failure(FailureClass.PERMANENT, f"bad input: {last}")
         return Failure(FailureClass.TRANSIENT, last)
+
+
+class _PathRefused(Exception):
+    """Raised from a path hook: gallery-dl ends the job, and ``refused`` says why."""
 
 
 class _Watching:
@@ -213,6 +245,10 @@ class _DownloadJob(_Watching, job.DownloadJob):
         def failed(pathfmt):
             collector.failed.append(pathfmt.filename or "?")
 
+        # Checked when the name is known (before the existence check and the download)
+        # and again before the finished file is moved into place.
+        self.hooks["prepare"].insert(0, collector.check_path)
+        self.hooks["file"].insert(0, collector.check_path)
         self.hooks["after"].append(written)
         self.hooks["skip"].append(written)  # already on disk from an earlier attempt
         self.hooks["error"].append(failed)

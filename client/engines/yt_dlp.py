@@ -6,22 +6,22 @@ Options are per ``YoutubeDL`` instance, so nothing global is shared between jobs
 
 from __future__ import annotations
 
-import posixpath
-import urllib.parse
+import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yt_dlp
 from yt_dlp.networking.exceptions import HTTPError, TransportError
-from yt_dlp.utils import DownloadError, UnsupportedError
+from yt_dlp.utils import DownloadError, UnsupportedError, match_filter_func
 
 from common.states import FailureClass
 
-from .base import Engine, Failure, Found, Written, classify_http, json_safe
+from .base import Engine, Failure, Found, Written, classify_http, json_safe, node_fault_of, within
 
 #: yt-dlp's fallback extractors name videos by page position; their media URL is steadier.
 GENERIC_EXTRACTORS = {"Generic", "HTML5MediaEmbed"}
+MAX_REMOTE_ID = 255
 METADATA_KEYS = (
     "id",
     "title",
@@ -46,8 +46,12 @@ METADATA_KEYS = (
 class YtDlpEngine(Engine):
     name = "yt-dlp"
 
-    def _options(self, site: str, **extra: Any) -> dict[str, Any]:
+    def _options(self, site: str, **owned: Any) -> dict[str, Any]:
+        """Defaults < the site's vetted options < the node's ``YT_DLP_OPTIONS`` < what
+        fetchfleet owns (where files go, no local files, no cache, its logger)."""
         site_options = dict((self.sites.get(site) or {}).get("options") or {})
+        if "match_filter" in site_options:  # vetted as strings; yt-dlp takes the compiled filter
+            site_options["match_filter"] = match_filter_func(site_options["match_filter"])
         options = {
             "quiet": True,
             "no_warnings": True,
@@ -58,13 +62,14 @@ class YtDlpEngine(Engine):
             "socket_timeout": 30,
             **site_options,
             **dict(self.settings.get("YT_DLP_OPTIONS") or {}),
-            **extra,
+            "enable_file_urls": False,
+            **owned,
         }
         options["logger"] = _Messages()
         return options
 
     def resolve(self, url: str, site: str) -> list[Found]:
-        with yt_dlp.YoutubeDL(self._options(site, extract_flat="in_playlist")) as ydl:
+        with yt_dlp.YoutubeDL(self._options(site, extract_flat="in_playlist", simulate=True)) as ydl:
             info = _run(ydl, url, download=False)
         entries = [entry for entry in (info.get("entries") or [info]) if entry]
         found: dict[str, Found] = {}
@@ -75,9 +80,11 @@ class YtDlpEngine(Engine):
                 found[remote_id] = Found(remote_id, download_url, metadata)
         return list(found.values())
 
-    def download(self, url: str, site: str, directory: Path) -> list[Written]:
-        template = str(directory / "%(id)s.%(ext)s")
-        with yt_dlp.YoutubeDL(self._options(site, outtmpl={"default": template})) as ydl:
+    def download(self, url: str, site: str, directory: Path, partial: Path) -> list[Written]:
+        options = self._options(
+            site, outtmpl={"default": "%(id)s.%(ext)s"}, paths={"home": str(directory), "temp": str(partial)}
+        )
+        with _ConfinedYoutubeDL(options, confined_to=(directory, partial)) as ydl:
             info = _run(ydl, url, download=True)
         written = []
         for entry in info.get("entries") or [info]:
@@ -93,19 +100,52 @@ class YtDlpEngine(Engine):
 
 
 def _identity(entry: Mapping[str, Any]) -> tuple[str, str]:
-    """(remote id, URL to download) of one listed video."""
+    """(remote id, URL to download) of one listed video.
+
+    A site extractor's own id names the video. The generic extractors' ids are page
+    positions, so there the full media URL is the identity (hashed when too long):
+    two videos of one page never share it, as ``clip.mp4`` and ``clip.webm`` share a stem.
+    """
     media_url = entry.get("url") or entry.get("webpage_url")
     if entry.get("extractor_key") in GENERIC_EXTRACTORS and media_url:
-        name = posixpath.basename(urllib.parse.urlsplit(media_url).path)
-        return (posixpath.splitext(name)[0] or media_url), media_url
-    return str(entry.get("id") or media_url), entry.get("webpage_url") or media_url
+        return _url_identity(media_url), media_url
+    return str(entry.get("id") or _url_identity(media_url)), entry.get("webpage_url") or media_url
+
+
+def _url_identity(url: str) -> str:
+    if len(url) <= MAX_REMOTE_ID:
+        return url
+    return "url-" + hashlib.sha256(url.encode()).hexdigest()
+
+
+class _ConfinedYoutubeDL(yt_dlp.YoutubeDL):
+    """Refuses, before writing, any file name outside the job's folders (a hostile id or
+    title in a template could otherwise climb out)."""
+
+    def __init__(self, params: dict[str, Any], *, confined_to: tuple[Path, ...]):
+        super().__init__(params)
+        self.confined_to = confined_to
+        self.refused: str | None = None
+
+    def prepare_filename(self, info_dict, dir_type="", *, outtmpl=None, warn=False):
+        path = super().prepare_filename(info_dict, dir_type, outtmpl=outtmpl, warn=warn)
+        if path and not any(within(path, root) for root in self.confined_to):
+            self.refused = f"refused by this node: the job would write {path}, outside --dest"
+            raise DownloadError(self.refused)
+        return path
 
 
 def _run(ydl: yt_dlp.YoutubeDL, url: str, *, download: bool) -> dict[str, Any]:
     try:
         info = ydl.extract_info(url, download=download)
     except DownloadError as error:
+        if getattr(ydl, "refused", None):
+            raise Failure(FailureClass.PERMANENT, ydl.refused) from None
+        if (fault := node_fault_of(error) or node_fault_of(str(error))) is not None:
+            raise fault from None
         raise _classify(error) from None
+    if getattr(ydl, "refused", None):
+        raise Failure(FailureClass.PERMANENT, ydl.refused)
     if info is None:
         raise Failure(FailureClass.TRANSIENT, f"yt-dlp returned nothing for {url}")
     return ydl.sanitize_info(info) if not download else info

@@ -1,0 +1,43 @@
+"""Can this node store files? Asked when a job hit a full disk, a quota or a read-only
+``--dest``, before the node takes work again."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .engines.base import NODE_ERRNOS
+
+#: Written and removed again to prove the disk takes files: a little more than a sidecar.
+PROBE_BYTES = 1 << 20
+FIRST_PAUSE_SECONDS = 2
+MAX_PAUSE_SECONDS = 60
+
+
+def storage_problem(dest: Path | None) -> str | None:
+    """Why ``dest`` cannot take a file right now, or None when it can."""
+    if dest is None:
+        return None
+    probe = Path(dest) / ".fetchfleet" / "space-probe"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as stream:
+            stream.write(b"\0" * PROBE_BYTES)
+            stream.flush()
+            os.fsync(stream.fileno())
+    except OSError as error:
+        return f"{NODE_ERRNOS.get(error.errno, 'cannot write')}: {error.strerror}"
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+    return None
+
+
+def backoff_pauses() -> Iterator[int]:
+    """2, 4, 8, ... seconds, then every minute: a disk that was cleaned up is noticed soon."""
+    for attempt in itertools.count():
+        yield min(FIRST_PAUSE_SECONDS * 2**attempt, MAX_PAUSE_SECONDS)
