@@ -12,6 +12,7 @@ each worker sets first.
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -36,7 +37,7 @@ class WorkerPool:
             max_workers=jobs,
             mp_context=_context(sites),
             initializer=worker.initialize,
-            initargs=(settings, sites),
+            initargs=(settings, sites, os.getpid()),
         )
 
     def knows(self, sites: dict[str, dict[str, Any]]) -> bool:

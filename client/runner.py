@@ -243,6 +243,7 @@ class Runner:
         self.pending: dict[Future, tuple[dict, ActiveLease]] = {}
         #: Why this node cannot store files right now (None: it can).
         self.fault: str | None = None
+        self.faults_in_a_row = 0
         self.bar = tqdm(
             total=0,
             unit="task",
@@ -343,16 +344,18 @@ class Runner:
         if self.mode != LOOP:
             self.summary.node_fault = self.fault
             return False
-        for pause in backoff_pauses():
+        self.faults_in_a_row += 1  # a disk that fills again at once is given longer each time
+        for pause in backoff_pauses(self.faults_in_a_row - 1):
+            log.warning("waiting %ds before checking %s again", pause, self.dest)
+            if self.stopper.graceful.wait(pause):
+                return False
             problem = storage_problem(self.dest)
             if problem is None:
                 log.warning("%s takes files again: resuming", self.dest)
                 self.fault = None
                 self.next_lease = 0.0
                 return True
-            log.warning("%s still cannot store files (%s); checking again in %ds", self.dest, problem, pause)
-            if self.stopper.graceful.wait(pause):
-                return False
+            log.warning("%s still cannot store files: %s", self.dest, problem)
         return False
 
     def _deliver_backlog(self) -> None:
@@ -450,6 +453,7 @@ class Runner:
             self._fail_node(result["error"])
             return
         if result["status"] == "done" and self.archive is not None:
+            self.faults_in_a_row = 0
             try:
                 self.archive.record(task["site"], task.get("remote_id"), result["files"])
             except sqlite3.OperationalError as error:  # "database or disk is full": the files stand

@@ -32,6 +32,10 @@ def write_sidecar(path: Path, *, task: dict[str, Any], file_info: dict[str, Any]
     }
     target = sidecar_path(path)
     temporary = target.with_name(target.name + ".tmp")
-    temporary.write_text(json.dumps(document, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(temporary, target)
+    try:
+        temporary.write_text(json.dumps(document, ensure_ascii=False, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no half sidecar behind
+        raise
     return target

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .engines.base import NODE_ERRNOS
 
-#: Written and removed again to prove the disk takes files: a little more than a sidecar.
-PROBE_BYTES = 1 << 20
+#: Written and removed again to prove the disk takes files: more than a sidecar.
+PROBE_BYTES = 64 << 10
 FIRST_PAUSE_SECONDS = 2
 MAX_PAUSE_SECONDS = 60
 
@@ -37,7 +37,8 @@ def storage_problem(dest: Path | None) -> str | None:
     return None
 
 
-def backoff_pauses() -> Iterator[int]:
-    """2, 4, 8, ... seconds, then every minute: a disk that was cleaned up is noticed soon."""
-    for attempt in itertools.count():
-        yield min(FIRST_PAUSE_SECONDS * 2**attempt, MAX_PAUSE_SECONDS)
+def backoff_pauses(start: int = 0) -> Iterator[int]:
+    """2, 4, 8, ... seconds (from the ``start``-th), then every minute: a disk that was
+    cleaned up is noticed soon, one that keeps filling up is not hammered."""
+    for attempt in itertools.count(start):
+        yield min(FIRST_PAUSE_SECONDS * 2 ** min(attempt, 16), MAX_PAUSE_SECONDS)

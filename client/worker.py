@@ -2,8 +2,9 @@
 time. Results come back as the dicts the coordinator's submit takes, or as a node
 fault (``NODE_FAULT``: the disk, not the task), which the parent never submits.
 
-A worker dies with its node: the kernel kills it when its parent (the fork server)
-goes, and a watchdog thread ends it if it is ever handed to another parent.
+A worker dies with its node: a watchdog thread ends it within a second of the node's
+death (the fork server does not notice by itself: every worker holds its "node alive"
+pipe open), and the kernel kills it if its own parent, the fork server, goes.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ _sites: dict[str, dict[str, Any]] = {}
 _engines: dict[str, Engine] = {}
 
 
-def initialize(settings: dict[str, Any], sites: dict[str, dict[str, Any]]) -> None:
+def initialize(settings: dict[str, Any], sites: dict[str, dict[str, Any]], node_pid: int | None = None) -> None:
     """Pool initializer. Ctrl-C reaches the whole process group: the parent decides.
 
     Workers never write to the terminal (gallery-dl prints bare newlines on interrupted
@@ -49,7 +50,7 @@ def initialize(settings: dict[str, Any], sites: dict[str, dict[str, Any]]) -> No
     comes back in its result.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    _die_with(node_pid)
     os.environ["YTDLP_NO_PLUGINS"] = "1"  # no code from ~/.config/yt-dlp/plugins or sys.path
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's lifetime
     root = logging.getLogger()
@@ -62,18 +63,29 @@ def initialize(settings: dict[str, Any], sites: dict[str, dict[str, Any]]) -> No
     _engines.clear()
 
 
-def _die_with_parent() -> None:
-    """SIGKILL when the parent dies (Linux), and a watchdog for when that is unavailable."""
+def _die_with(node_pid: int | None) -> None:
+    """SIGKILL when the parent dies (Linux), and a watchdog on the node process itself."""
     parent = os.getppid()
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
+    def alive() -> bool:
+        if os.getppid() != parent:
+            return False
+        try:
+            os.kill(node_pid, 0) if node_pid else None
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # a process of that number exists
+            pass
+        return True
+
     def watch() -> None:
-        while os.getppid() == parent:
+        while alive():
             time.sleep(1)
         os._exit(1)
 
