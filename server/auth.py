@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ KEY_PREFIX = "ff_"
 #: Writing last_seen on every request would make every read a write; once a minute is plenty.
 LAST_SEEN_RESOLUTION = timedelta(seconds=60)
 SECURITY_DOC = [{"bearerAuth": []}]
+#: A client version as recorded (anything else in the header is not stored).
+_VERSION_TEXT = re.compile(r"[0-9A-Za-z.+!_-]{1,32}")
 
 
 def hash_key(key: str) -> str:
@@ -158,7 +161,7 @@ def _note_seen(session: Session, caller: Caller, version: str | None) -> None:
     in a short write of its own."""
     database = _database(session)
     now = utcnow()
-    version = version[:32] if version else caller.client_version
+    version = version if version and _VERSION_TEXT.fullmatch(version) else caller.client_version
     last = key_cache.seen_at.get((database, caller.id))
     if last is not None and now - last < LAST_SEEN_RESOLUTION and version == caller.client_version:
         return

@@ -107,7 +107,9 @@ def handle_http_exception(error: HTTPException):
     message = data.get("message")
     if message is None:
         message = summarize(errors) if errors else (error.description or error.name)
-    headers = data.get("headers") or {}
+    headers = dict(data.get("headers") or {})
+    # The headers werkzeug gives the error itself: a 405's Allow, a 401's WWW-Authenticate.
+    headers.update((name, value) for name, value in error.get_headers() if name.lower() != "content-type")
     return error_body(error.code, error.name, message, errors), error.code, headers
 
 

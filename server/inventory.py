@@ -9,6 +9,7 @@ tasks whose target changed).
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
 import json
@@ -101,9 +102,8 @@ def import_inventory(
     Header problems raise InvalidInput before anything is written.
     """
     report = ImportReport(import_id=str(uuid.uuid4()))
-    lines = _CountingLines(stream)
-    reader = csv.reader(lines)
-    header = _read_header(reader, lines)
+    lines = _RowLines(stream)
+    header = _read_header(lines)
     extra_columns = [name for name in header if name not in RESERVED_COLUMNS]
 
     def reject(error: RowError) -> None:
@@ -114,24 +114,29 @@ def import_inventory(
             on_error(error)
 
     chunk: list[_Row] = []
+    reader = _reader(lines)
     while True:
-        start = lines.count + 1
+        lines.start_row()
         try:
             values = next(reader)
         except StopIteration:
             break
-        except csv.Error as exc:
-            reject(RowError(start, f"malformed CSV: {exc}"))
+        except (csv.Error, BrokenRow) as exc:
+            # The row is rejected at its first line; whatever it swallowed after that
+            # (an unterminated quote runs to the end of the file) is read again as rows.
+            reject(RowError(lines.row_start, f"malformed CSV: {exc}"))
+            lines.replay_after_first()
+            reader = _reader(lines)
             continue
-        except NotUtf8 as exc:
-            report.aborted = f"{exc}; stopped reading there"
+        except UploadEnded as exc:
+            report.aborted = str(exc)
             break
         if not any(value.strip() for value in values):
             continue  # blank line
         try:
-            chunk.append(_parse_row(values, header, extra_columns, start, sites))
+            chunk.append(_parse_row(values, header, extra_columns, lines.row_start, sites))
         except RowRejected as exc:
-            reject(RowError(start, str(exc)))
+            reject(RowError(lines.row_start, str(exc)))
             continue
         if len(chunk) >= chunk_rows:
             _store_chunk(session, chunk, report, reject, now or utcnow())
@@ -141,49 +146,93 @@ def import_inventory(
     return report
 
 
-class NotUtf8(Exception):
-    def __init__(self, line: int, error: UnicodeDecodeError):
-        super().__init__(
-            f"line {line}: not valid UTF-8 (byte 0x{error.object[error.start]:02x} at column {error.start + 1}); "
-            "save the file as UTF-8"
-        )
+#: Longer than any row this import accepts: past it, a quote was surely never closed.
+MAX_ROW_CHARACTERS = 1 << 20
 
 
-class _CountingLines:
-    """Feeds the csv reader line by line and counts, so errors carry the row's first line.
+class BrokenRow(Exception):
+    """A row that cannot be read (not UTF-8, or runaway): rejected at its first line."""
 
-    Binary lines are decoded one at a time: a bad byte is reported at its exact line,
-    and every row before it is still imported.
+
+class UploadEnded(Exception):
+    """The stream itself failed (a dropped upload): nothing after this point can be read."""
+
+
+def _reader(lines: _RowLines):
+    # strict: a quote left open at the end of the file is an error, not one giant field.
+    return csv.reader(lines, strict=True)
+
+
+class _RowLines:
+    """Feeds the csv reader line by line and remembers the lines of the row being read, so
+    a broken row is reported at its first line and what it swallowed is read again.
+
+    Binary lines are decoded one at a time: a bad byte rejects its row, and every other
+    row is still imported.
     """
 
     def __init__(self, stream: IO):
         self._stream = iter(stream)
-        self.count = 0
+        self._count = 0
+        self._replay: collections.deque[tuple[int, str | bytes]] = collections.deque()
+        self._row: list[tuple[int, str | bytes]] = []
+        self._row_characters = 0
+
+    @property
+    def row_start(self) -> int:
+        """The line the current row began on."""
+        return self._row[0][0] if self._row else self._count + 1
+
+    def start_row(self) -> None:
+        self._row = []
+        self._row_characters = 0
+
+    def replay_after_first(self) -> None:
+        self._replay.extendleft(reversed(self._row[1:]))
+        self._row = []
 
     def __iter__(self) -> Iterator[str]:
         return self
 
     def __next__(self) -> str:
-        line = next(self._stream)
-        self.count += 1
+        if self._replay:
+            number, line = self._replay.popleft()
+        else:
+            try:
+                line = next(self._stream)
+            except StopIteration:
+                raise
+            except (OSError, ValueError) as exc:  # e.g. the client hung up mid-upload
+                raise UploadEnded(f"the file ended early after line {self._count}: {exc}") from None
+            self._count += 1
+            number = self._count
+        self._row.append((number, line))
         if isinstance(line, bytes):
             try:
                 line = line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise NotUtf8(self.count, exc) from None
-        if self.count == 1:
+                raise BrokenRow(
+                    f"line {number} is not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at column {exc.start + 1}); "
+                    "save the file as UTF-8"
+                ) from None
+        if number == 1:
             line = line.removeprefix("\ufeff")
+        self._row_characters += len(line)
+        if self._row_characters > MAX_ROW_CHARACTERS:
+            raise BrokenRow(f"the row is longer than {MAX_ROW_CHARACTERS} characters (a quote never closed?)")
         return line
 
 
-def _read_header(reader, lines: _CountingLines) -> list[str]:
+def _read_header(lines: _RowLines) -> list[str]:
+    reader = _reader(lines)
     try:
         for values in reader:
             if any(value.strip() for value in values):
                 break
+            lines.start_row()
         else:
             raise InvalidInput.at(["header"], "the file is empty: expected a header row", location="csv")
-    except (csv.Error, NotUtf8) as exc:
+    except (csv.Error, BrokenRow, UploadEnded) as exc:
         raise InvalidInput.at(["header"], f"cannot read the header row: {exc}", location="csv") from None
     header = [value.strip().lower() for value in values]
     if "" in header:
@@ -202,6 +251,8 @@ def _read_header(reader, lines: _CountingLines) -> list[str]:
 def _parse_row(values: list[str], header: list[str], extra_columns: list[str], line: int, sites: SiteRegistry) -> _Row:
     if len(values) > len(header):
         raise RowRejected(f"has {len(values)} fields but the header has {len(header)}")
+    if any("\x00" in value for value in values):
+        raise RowRejected("contains a NUL character, which no database stores")
     fields = {name: (values[i].strip() if i < len(values) else "") for i, name in enumerate(header)}
     url = fields.get("url") or None
     query = fields.get("query") or None

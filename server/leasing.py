@@ -40,6 +40,7 @@ from .database import (
 from .errors import Conflict, InvalidInput, NotFound
 from .models import File, Item, Lease, LeaseState, SiteState, Task
 from .sites import SiteRegistry
+from .validation import MAX_METADATA_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
 
@@ -489,6 +490,10 @@ def submit_results(
         if result["task_id"] in seen:
             raise InvalidInput.at(["results", index, "task_id"], f"task {result['task_id']} appears twice")
         seen.add(result["task_id"])
+        for position, thing in enumerate(result.get("found") or ()):
+            if too_deep(thing.get("metadata")):
+                where = ["results", index, "found", position, "metadata"]
+                raise InvalidInput.at(where, f"nests deeper than {MAX_METADATA_DEPTH} levels")
     # Only a download lease records files; a metadata result carries none.
     finished = [r for r in results if r["status"] == "done" and r.get("files")]
     file_rows = [row for r in finished for row in _file_rows(r["task_id"], client.id, r["files"], now)]

@@ -9,9 +9,25 @@ from marshmallow import fields, validate
 from common.states import FailureClass, ItemState, TaskKind, TaskState
 
 from .leasing import MAX_BATCH
+from .validation import UNSTORABLE, UNSTORABLE_PROBLEM
 
 MAX_RESULTS_PER_SUBMIT = 1000
 MAX_FOUND_PER_RESULT = 100_000
+#: What every integer column holds (64-bit on both databases): larger ids cannot exist.
+MAX_ID = 2**63 - 1
+MAX_SIZE = 2**63 - 1
+#: Seconds anyone may ask for (leases are capped lower by MAX_LEASE_SECONDS anyway).
+MAX_SECONDS = 2**31 - 1
+_ID = validate.Range(0, MAX_ID)
+
+
+#: Text a user sends that no database stores: refused where it is declared (the JSON
+#: bodies' own check, ``validation.storable``, covers every string of a body).
+def _storable_text(value: str) -> None:
+    if UNSTORABLE.search(value):
+        raise ma.ValidationError(UNSTORABLE_PROBLEM)
+
+
 _HEX64 = validate.Regexp(r"^[0-9a-fA-F]{64}$", error="must be 64 hexadecimal digits")
 _HEX16 = validate.Regexp(r"^[0-9a-f]{16}$", error="must be 16 lowercase hexadecimal digits")
 
@@ -50,6 +66,16 @@ _RELATIVE_PATH = validate.Regexp(
 )
 
 
+class ErrorBodySchema(ma.Schema):
+    """The one error shape (``server.errors``); a 409 on a lease also says its ``state``."""
+
+    code = fields.Integer()
+    status = fields.String()
+    message = fields.String()
+    errors = fields.Dict()
+    state = fields.String(metadata={"description": "409 on a lease: the lease's state (completed, released, ...)"})
+
+
 # ----------------------------------------------------------------------- leases
 
 
@@ -60,7 +86,9 @@ class LeaseRequestSchema(StrictSchema):
     )
     site = fields.String(validate=validate.Length(1, 100), metadata={"description": "required for download leases"})
     lease_seconds = fields.Integer(
-        strict=True, validate=validate.Range(min=1), metadata={"description": "lease length; capped by the server"}
+        strict=True,
+        validate=validate.Range(1, MAX_SECONDS),
+        metadata={"description": "lease length; capped by the server"},
     )
 
 
@@ -105,7 +133,7 @@ class LeaseSchema(ma.Schema):
 
 
 class ExtendRequestSchema(StrictSchema):
-    seconds = fields.Integer(strict=True, validate=validate.Range(min=1))
+    seconds = fields.Integer(strict=True, validate=validate.Range(1, MAX_SECONDS))
 
 
 class LeaseStateSchema(ma.Schema):
@@ -120,7 +148,7 @@ class LeaseStateSchema(ma.Schema):
 
 class ReleaseRequestSchema(StrictSchema):
     task_ids = fields.List(
-        fields.Integer(strict=True),
+        fields.Integer(strict=True, validate=_ID),
         validate=validate.Length(max=MAX_BATCH),
         metadata={"description": "omit to release every unfinished task"},
     )
@@ -139,7 +167,7 @@ class FoundSchema(StrictSchema):
 
 class FileRecordSchema(StrictSchema):
     path = fields.String(required=True, validate=[validate.Length(1, 4000), _RELATIVE_PATH])
-    size = fields.Integer(required=True, strict=True, validate=validate.Range(min=0))
+    size = fields.Integer(required=True, strict=True, validate=validate.Range(0, MAX_SIZE))
     sha256 = fields.String(required=True, validate=_HEX64)
     mime = fields.String(validate=validate.Length(max=100), allow_none=True)
     phash = fields.String(validate=_HEX16, allow_none=True)
@@ -147,7 +175,7 @@ class FileRecordSchema(StrictSchema):
 
 
 class ResultSchema(StrictSchema):
-    task_id = fields.Integer(required=True, strict=True)
+    task_id = fields.Integer(required=True, strict=True, validate=_ID)
     status = fields.String(required=True, validate=validate.OneOf(["done", "failed"]))
     found = fields.List(
         fields.Nested(FoundSchema),
@@ -162,7 +190,8 @@ class ResultSchema(StrictSchema):
     error_class = fields.String(validate=validate.OneOf([c.value for c in FailureClass]))
     error = fields.String(validate=validate.Length(max=2000))
     retry_after = fields.Float(
-        validate=validate.Range(min=0), metadata={"description": "rate_limited: seconds the site asked to wait"}
+        validate=validate.Range(0, MAX_SECONDS),
+        metadata={"description": "rate_limited: seconds the site asked to wait"},
     )
 
 
@@ -208,9 +237,9 @@ class ImportReportSchema(ma.Schema):
 class TaskQuerySchema(StrictSchema):
     state = fields.String(validate=validate.OneOf([s.value for s in TaskState]))
     kind = fields.String(validate=validate.OneOf([k.value for k in TaskKind]))
-    site = fields.String()
+    site = fields.String(validate=[validate.Length(1, 100), _storable_text])
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
-    after_id = fields.Integer(load_default=0, validate=validate.Range(min=0))
+    after_id = fields.Integer(load_default=0, validate=_ID)
 
 
 class TaskReportSchema(ma.Schema):
@@ -236,10 +265,10 @@ class TaskListSchema(ma.Schema):
 
 
 class RequeueRequestSchema(StrictSchema):
-    task_ids = fields.List(fields.Integer(strict=True), validate=validate.Length(1, 100_000))
+    task_ids = fields.List(fields.Integer(strict=True, validate=_ID), validate=validate.Length(1, 100_000))
     state = fields.String(validate=validate.OneOf([s.value for s in TaskState]))
     kind = fields.String(validate=validate.OneOf([k.value for k in TaskKind]))
-    site = fields.String()
+    site = fields.String(validate=validate.Length(1, 100))
 
 
 class CountSchema(ma.Schema):

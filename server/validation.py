@@ -11,6 +11,8 @@ Errors come out in the one error shape, naming the field: ``json.results.3.sha25
 from __future__ import annotations
 
 import functools
+import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -94,6 +96,85 @@ def _describe(error: fastjsonschema.JsonSchemaValueException) -> tuple[list[str 
     return path, error.message.removeprefix("data").lstrip(". ")
 
 
+#: Text no database stores: NUL (PostgreSQL text cannot hold it) and unpaired surrogates
+#: (not encodable as UTF-8). JSON can carry both only as ``\u`` escapes, and only those
+#: send a body through the slower check below.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+UNSTORABLE_PROBLEM = "must not contain NUL characters or unpaired surrogates"
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON, or InvalidInput naming what is wrong with it: not JSON, not
+    UTF-8, ``NaN``/``Infinity`` (not JSON either), or nested too deep to parse safely."""
+
+    def no_constants(name: str) -> None:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        return json.loads(raw, parse_constant=no_constants)
+    except RecursionError:
+        problem = "Nested too deeply."
+    except UnicodeDecodeError:
+        problem = "Not UTF-8."
+    except ValueError as error:
+        problem = f"Invalid JSON body: {str(error)[:200]}."
+    raise InvalidInput(f"json: {problem}", errors={"json": [problem]})
+
+
+def storable(data: Any, site_text: tuple[tuple[str, ...], ...] = (), path: tuple = ()) -> Any:
+    """``data`` with unstorable characters stripped from the fields named by ``site_text``
+    (``*`` matches any key or index; a prefix covers everything below it), which carry a
+    site's words; anywhere else they are the sender's error (InvalidInput at that field)."""
+
+    def lenient(here: tuple) -> bool:
+        return any(
+            len(here) >= len(pattern) and all(p == "*" or p == h for p, h in zip(pattern, here, strict=False))
+            for pattern in site_text
+        )
+
+    def clean(value: Any, here: tuple) -> Any:
+        if isinstance(value, str):
+            if UNSTORABLE.search(value) is None:
+                return value
+            if lenient(here):
+                return UNSTORABLE.sub("", value)
+            raise InvalidInput.at(list(here) or ["body"], UNSTORABLE_PROBLEM)
+        if isinstance(value, dict):
+            return {clean(key, (*here, key)): clean(item, (*here, key)) for key, item in value.items()}
+        if isinstance(value, list):
+            return [clean(item, (*here, index)) for index, item in enumerate(value)]
+        return value
+
+    return clean(data, path)
+
+
+MAX_METADATA_DEPTH = 32
+
+
+def too_deep(value: Any, limit: int = MAX_METADATA_DEPTH) -> bool:
+    """True when ``value`` nests lists or objects more than ``limit`` levels: deeper
+    metadata could not be written back out as JSON safely (every encoder recurses)."""
+    level = [value]
+    for _ in range(limit + 1):
+        level = [
+            child
+            for node in level
+            if isinstance(node, dict | list)
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return False
+    return True
+
+
+#: Fields whose text comes from a site (a node reports it as it found it): stripped, not refused.
+SITE_TEXT_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "SubmitRequestSchema": (("results", "*", "error"), ("results", "*", "found", "*", "metadata")),
+}
+
+
 def validated_json(schema_class: type):
     """View decorator: validate the JSON body against ``schema_class`` and pass it as the
     first argument (like flask-smorest's ``arguments``, which it documents the same way)."""
@@ -101,9 +182,13 @@ def validated_json(schema_class: type):
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            data = request.get_json(silent=True)
-            if data is None:
-                raise InvalidInput("json: Invalid JSON body.", errors={"json": ["Invalid JSON body."]})
+            raw = request.get_data(cache=True)
+            if not request.is_json or not raw.strip():
+                problem = "Invalid JSON body: send a JSON document with Content-Type: application/json."
+                raise InvalidInput(f"json: {problem}", errors={"json": [problem]})
+            data = parse_json(raw)
+            if _UNSTORABLE_ESCAPE.search(raw):  # rare: keep the common path free of a walk
+                data = storable(data, SITE_TEXT_FIELDS.get(schema_class.__name__, ()))
             return view(validate(schema_class, data), *args, **kwargs)
 
         documented = {

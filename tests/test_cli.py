@@ -28,13 +28,13 @@ def test_import_csv_bad_header_and_missing_file(runner, tmp_path):
     assert missing.exit_code == 2 and "No such file or directory" in missing.output
 
 
-def test_import_csv_not_utf8_stops_with_exit_1(runner, tmp_path):
+def test_import_csv_not_utf8_rejects_that_row_keeps_the_rest_and_exits_1(runner, tmp_path):
     latin = tmp_path / "latin.csv"
-    latin.write_bytes("query\ncats\ncaf\xe9\n".encode("latin-1"))
+    latin.write_bytes("query\ncats\ncaf\xe9\ndogs\n".encode("latin-1"))
     result = runner.invoke(args=["import-csv", str(latin)])
     assert result.exit_code == 1
-    assert "line 3: not valid UTF-8 (byte 0xe9 at column 4)" in result.stderr
-    assert result.stdout.strip() == "added 1, updated 0, unchanged 0, rejected 0"
+    assert "rejected line 3: malformed CSV: line 3 is not valid UTF-8 (byte 0xe9 at column 4)" in result.stderr
+    assert result.stdout.strip() == "added 2, updated 0, unchanged 0, rejected 1"
 
 
 def test_tasks_list_requeue_and_reclaim(runner, actions):

@@ -157,11 +157,38 @@ def test_bad_header_rejects_the_whole_file(session, text, problem):
     assert items(session) == {}
 
 
-def test_not_utf8_stops_with_a_clear_message_and_keeps_earlier_chunks(session):
+def test_invalid_utf8_mid_file_rejects_that_row_and_keeps_every_other(session):
     data = b"\xef\xbb\xbfquery\ncats\ndogs\nbirds \xe9t\xe9\nfish\n"  # Latin-1 on line 4
     report = import_inventory(session, io.BytesIO(data), sites=context.sites(), chunk_rows=1)
-    assert report.aborted.startswith("line 4: not valid UTF-8 (byte 0xe9 at column 7)")
-    assert set(items(session)) == {"query:cats", "query:dogs"}
+    assert report.aborted is None and report.rejected == 1 and report.added == 3
+    assert report.errors[0].line == 4
+    assert "line 4 is not valid UTF-8 (byte 0xe9 at column 7)" in report.errors[0].reason
+    assert set(items(session)) == {"query:cats", "query:dogs", "query:fish"}
+
+
+BROKEN_CSV = [
+    # (what, file, rejected lines, keys imported)
+    ("unterminated quote", 'query,title\ncats,"never closed\ndogs,ok\nfish,ok\n', [2], ["dogs", "fish"]),
+    ("text after a closing quote", 'query,title\ncats,"a"b\ndogs,ok\n', [2], ["dogs"]),
+    # The quote opened on line 2 closes on line 3 before "y": line 2 is rejected, line 3 read
+    # again on its own (a quote inside an unquoted field is plain text).
+    ("a quoted field closed by a stray quote", 'query,title\ncats,"open\ndogs,x"y\nfish,ok\n', [2], ["dogs", "fish"]),
+    ("NUL in a field", "query\ncats\x00dogs\nfish\n", [2], ["fish"]),
+    ("CRLF line ends", "query,title\r\ncats,a\r\ndogs,b\r\n", [], ["cats", "dogs"]),
+    ("BOM and CRLF", "\ufeffquery\r\ncats\r\n", [], ["cats"]),
+    ("a legitimately multi-line quoted field", 'query,title\ncats,"two\nlines"\ndogs,x\n', [], ["cats", "dogs"]),
+    ("a huge field", "query,title\ncats," + "x" * (2 << 20) + "\ndogs,ok\n", [2], ["dogs"]),
+]
+
+
+@pytest.mark.parametrize(("what", "text", "rejected", "imported"), BROKEN_CSV, ids=[case[0] for case in BROKEN_CSV])
+def test_broken_csv_rejects_the_affected_rows_with_their_lines_and_keeps_the_rest(
+    session, what, text, rejected, imported
+):
+    report = import_inventory(session, io.BytesIO(text.encode("utf-8")), sites=context.sites())
+    assert [error.line for error in report.errors] == rejected, report.errors
+    assert report.rejected == len(rejected) and report.added == len(imported)
+    assert sorted(items(session)) == sorted(f"query:{query}" for query in imported)
 
 
 def test_query_whitespace_is_normalized_into_the_derived_key(session):

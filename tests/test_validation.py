@@ -103,9 +103,9 @@ def test_compiled_validator_agrees_with_marshmallow(schema, body):
 def test_errors_name_the_field_and_the_problem():
     with pytest.raises(InvalidInput) as caught:
         validate(SubmitRequestSchema, {"results": [{"task_id": 1, "status": "done", "files": [{**FILE, "size": -1}]}]})
-    size_error = {"size": ["Must be greater than or equal to 0."]}
-    assert caught.value.errors == {"json": {"results": {"0": {"files": {"0": size_error}}}}}
-    assert caught.value.message == "json.results.0.files.0.size: Must be greater than or equal to 0."
+    problem = f"Must be greater than or equal to 0 and less than or equal to {2**63 - 1}."
+    assert caught.value.errors == {"json": {"results": {"0": {"files": {"0": {"size": [problem]}}}}}}
+    assert caught.value.message == f"json.results.0.files.0.size: {problem}"
     with pytest.raises(InvalidInput, match=r"json.n: Missing data for required field."):
         validate(LeaseRequestSchema, {"kind": "metadata"})
 

@@ -1,16 +1,19 @@
 """The node protocol: lease tasks, heartbeat, release, and submit results."""
 
 import json
+import re
 from typing import Any
 
-from flask import Response, g
+from flask import Response, g, request
 
 from .. import context
 from ..auth import auth_required
+from ..errors import NotFound
 from ..extensions import db
 from ..leasing import Grant, SubmitOutcome, extend_lease, lease_tasks, release_lease, submit_results
 from ..models import Role
 from ..schemas import (
+    ErrorBodySchema,
     ExtendRequestSchema,
     LeaseRequestSchema,
     LeaseSchema,
@@ -25,6 +28,15 @@ from ..validation import validated_json
 from . import ApiBlueprint
 
 blp = ApiBlueprint("leases", __name__, url_prefix="/leases", description="Lease tasks and report their results")
+#: What ``secrets.token_urlsafe`` makes: anything else names no lease (and never reaches SQL).
+_LEASE_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+@blp.before_request
+def _known_shape_of_lease_id():
+    lease_id = (request.view_args or {}).get("lease_id")
+    if lease_id is not None and not _LEASE_ID.fullmatch(lease_id):
+        raise NotFound(f"no lease {lease_id[:100]!r}")
 
 
 @blp.route("", methods=["POST"])
@@ -84,6 +96,7 @@ def _task_body(task: dict[str, Any]) -> dict[str, Any]:
 @auth_required(Role.CLIENT, client_protocol=True)
 @validated_json(ExtendRequestSchema)
 @blp.response(200, LeaseStateSchema)
+@blp.alt_response(409, schema=ErrorBodySchema, description="The lease ended (its state says how): no more heartbeats")
 def extend(request, lease_id):
     """Heartbeat: push the lease's expiry out by seconds (default: the lease's own length)"""
     return extend_lease(
