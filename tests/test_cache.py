@@ -3,6 +3,8 @@ hits, misses, expiry, and CouchDB conflicts resolving the same way on every node
 
 from __future__ import annotations
 
+import os
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -149,3 +151,79 @@ def test_guard_turns_the_cache_off_after_one_failure_with_one_warning(couch, cap
 )
 def test_redact(text, clean):
     assert redact(text) == clean
+
+
+def couchdb3_replicator(docs: dict[str, dict], scheduler: dict[str, dict]):
+    """What CouchDB 3 answers about replications (its documented API, since CouchDB itself
+    does not install here): the documents carry no state; ``_scheduler/docs`` does."""
+    from flask import Flask, jsonify
+
+    app = Flask("couchdb3")
+
+    @app.route("/")
+    def welcome():
+        return jsonify({"couchdb": "Welcome", "version": "3.4.2"})
+
+    @app.route("/<any(_replicator, fetchfleet_cache):name>", methods=["GET", "HEAD"])
+    def database(name):
+        return jsonify({"db_name": name, "doc_count": len(docs) if name == "_replicator" else 0})
+
+    @app.route("/_replicator/<doc_id>")
+    def replicator_doc(doc_id):
+        if doc_id not in docs:
+            return jsonify({"error": "not_found", "reason": "missing"}), 404
+        return jsonify({"_id": doc_id, "_rev": "1-a", **docs[doc_id]})
+
+    @app.route("/_scheduler/docs/_replicator/<doc_id>")
+    def scheduled(doc_id):
+        if doc_id not in scheduler:
+            return jsonify({"error": "not_found", "reason": "unknown"}), 404
+        return jsonify({"database": "_replicator", "doc_id": doc_id, **scheduler[doc_id]})
+
+    return app
+
+
+def test_cache_status_reads_replication_state_from_couchdb_3_s_scheduler(tmp_path):
+    import subprocess
+    import sys
+
+    from werkzeug.serving import make_server
+
+    from demo.processes import REPO_ROOT
+
+    database = "fetchfleet_cache"
+    docs = {
+        f"fetchfleet-push-{database}": {"source": "http://a/x", "target": "https://u:secret@central/x"},
+        f"fetchfleet-pull-{database}": {"source": "https://u:secret@central/x", "target": "http://a/x"},
+    }
+    scheduler = {
+        f"fetchfleet-push-{database}": {"state": "running", "info": {"changes_pending": 0}},
+        f"fetchfleet-pull-{database}": {"state": "crashing", "info": {"error": "unauthorized: bad password"}},
+    }
+    server = make_server("127.0.0.1", 0, couchdb3_replicator(docs, scheduler), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        from client.cache.couch import replication_status
+
+        url = f"http://127.0.0.1:{server.server_port}"
+        status = {entry["direction"]: entry for entry in replication_status(url, database)}
+        assert status["push"]["state"] == "running" and status["push"]["reason"] is None
+        assert status["pull"]["state"] == "crashing" and status["pull"]["reason"] == "unauthorized: bad password"
+        assert "secret" not in str(status)
+        del scheduler[f"fetchfleet-push-{database}"]  # not scheduled (yet): the document's own state, or pending
+        assert replication_status(url, database)[0]["state"] == "pending"
+
+        # The CLI says the same, and needs no API key: it never talks to the coordinator.
+        config = tmp_path / "node.py"
+        config.write_text(f"COUCHDB_URL = {url!r}\n")
+        env = {name: value for name, value in os.environ.items() if not name.startswith("FETCHFLEET_")}
+        env["FETCHFLEET_CONFIG"] = str(config)
+        shown = subprocess.run(
+            [sys.executable, "-m", "client", "cache", "status"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+        )
+    finally:
+        server.shutdown()
+    assert "replication pull" in shown.stdout and "crashing (unauthorized: bad password)" in shown.stdout, (
+        shown.stdout + shown.stderr
+    )

@@ -118,6 +118,7 @@ def test_the_metadata_job_completes_when_couchdb_dies_mid_run(tmp_path, couches)
         assert stats["tasks"]["metadata"]["done"] == 6 and stats["tasks"]["download"]["total"] == 180
         log = next(tmp_path.glob("client-node1-*.log")).read_text()
         assert log.count("going on without it") == 1, log
+        assert "refused" in log.lower() and "UnboundLocalError" not in log, log  # the real cause, readable
         assert "metadata: 6 done, 0 failed" in log
     finally:
         fleet.stop()
@@ -161,3 +162,29 @@ def test_the_embedded_cache_needs_no_couchdb(fleet):
     assert "1 from the cache" in again.stdout and search_requests(fleet) == asked
     status = fleet.client("cache", "status")
     assert "backend: file" in status.stdout and "replication" not in status.stdout
+
+
+def test_a_lease_that_outlives_couchdb_s_keep_alive_still_fills_the_cache(tmp_path, couches):
+    """Resolving takes longer than the server keeps an idle connection open (pouchdb-server,
+    like CouchDB, closes it after 5 s): the write at the end of the lease still lands, and
+    a second node asks the site nothing."""
+    slow_site = start_demo_site(tmp_path, latency=0.8)
+    fleet = Fleet.start(slow_site, tmp_path, f"sqlite:///{tmp_path / 'slow.sqlite3'}")
+    try:
+        queries = [f"artist_{n}" for n in range(1, 9)]
+        rows = [f"first-{q},{q},demo\n" for q in queries] + [f"second-{q},{q},demo\n" for q in queries]
+        fleet.import_csv("key,query,sites\n" + "".join(rows))
+        env = {"FETCHFLEET_COUCHDB_URL": couches["a"].url}  # both nodes use one CouchDB here
+        started = time.monotonic()
+        first = fleet.client("metadata", "8", node="node1", env=env)
+        assert first.returncode == 0 and "going on without it" not in first.stderr, first.stderr
+        assert time.monotonic() - started > 6  # longer than the server's keep-alive
+        documents = requests.get(f"{couches['a'].url}/{DATABASE}", timeout=10).json()["doc_count"]
+        assert documents == 8 + 240  # eight resolutions, every post of them
+        asked = fleet.site_counter()["total"]
+        second = fleet.client("metadata", "8", node="node2", env=env)
+        assert second.returncode == 0 and "8 from the cache" in second.stdout, second.stdout + second.stderr
+        assert fleet.site_counter()["total"] == asked
+    finally:
+        fleet.stop()
+        slow_site.stop()

@@ -18,10 +18,14 @@ from couchdb.http import Session
 from .base import MetadataCache, newest, redact
 
 TIMEOUT_SECONDS = 10
+#: A pooled connection idle past the server's keep-alive is closed by the server; the first
+#: request on it fails at once and is sent again on a fresh one. (An empty list here makes
+#: the ``couchdb`` package fail with UnboundLocalError on that path.)
+RETRY_DELAYS = (0, 0.5)
 
 
 def _server(url: str) -> couchdb.Server:
-    return couchdb.Server(url.rstrip("/") + "/", session=Session(timeout=TIMEOUT_SECONDS, retry_delays=[]))
+    return couchdb.Server(url.rstrip("/") + "/", session=Session(timeout=TIMEOUT_SECONDS, retry_delays=RETRY_DELAYS))
 
 
 def _open_database(server: couchdb.Server, name: str) -> couchdb.Database:
@@ -147,22 +151,43 @@ def stop_replication(local_url: str, database: str) -> int:
 
 
 def replication_status(local_url: str, database: str) -> list[dict[str, Any]]:
+    """Each replication's state as the server reports it: CouchDB 2.1 and later keep it in
+    ``_scheduler/docs``; older servers (and pouchdb-server) write it into the document."""
     server = _server(local_url)
     if "_replicator" not in server:
         return []
     replicator = server["_replicator"]
     status = []
     for direction in ("push", "pull"):
-        doc = replicator.get(f"fetchfleet-{direction}-{database}")
+        doc_id = f"fetchfleet-{direction}-{database}"
+        doc = replicator.get(doc_id)
         if doc is None:
             continue
+        state, reason = doc.get("_replication_state", "pending"), doc.get("_replication_state_reason")
+        scheduled = _scheduler_doc(server, doc_id)
+        if scheduled is not None:
+            state = scheduled.get("state") or state
+            info = scheduled.get("info")
+            if isinstance(info, dict) and info.get("error"):
+                reason = info["error"]
+            elif isinstance(info, str):
+                reason = info
         status.append(
             {
                 "direction": direction,
                 "source": redact(doc["source"]),
                 "target": redact(doc["target"]),
-                "state": doc.get("_replication_state", "pending"),
-                "reason": redact(str(doc.get("_replication_state_reason") or "")) or None,
+                "state": state,
+                "reason": redact(str(reason or "")) or None,
             }
         )
     return status
+
+
+def _scheduler_doc(server: couchdb.Server, doc_id: str) -> dict[str, Any] | None:
+    """``GET /_scheduler/docs/_replicator/<id>``, or None where the server has no scheduler."""
+    try:
+        _, _, body = server.resource("_scheduler", "docs", "_replicator", doc_id).get_json()
+    except couchdb.HTTPError:  # 404 (no scheduler, or not scheduled yet), 400, 5xx
+        return None
+    return body if isinstance(body, dict) else None
