@@ -114,6 +114,7 @@ def main(workdir: Path, jobs: int, progress: bool) -> None:
         servers.append(coordinator)
         click.echo(f"coordinator: {coordinator.url}", err=True)
         client = ["-m", "client", "--server", coordinator.url, "--key", node]
+        key_header = {"Authorization": f"Bearer {node}"}  # without a key /stats shows counts only
         bar = ["--progress" if progress else "--no-progress"]
 
         step("metadata: resolving every inventory item on its sites (nothing downloaded)")
@@ -123,7 +124,7 @@ def main(workdir: Path, jobs: int, progress: bool) -> None:
             step(f"downloads, round {round_number}: python -m client download SITE 50 --drain --jobs {jobs}")
             for site_name in sites:
                 run([*client, "download", site_name, "50", "--drain", "--jobs", str(jobs), *bar], env)
-            stats = requests.get(coordinator.url + "/stats", timeout=10).json()
+            stats = requests.get(coordinator.url + "/stats", headers=key_header, timeout=10).json()
             waiting = stats["tasks"]["download"]["queued"]
             if not waiting:
                 break
@@ -131,7 +132,7 @@ def main(workdir: Path, jobs: int, progress: bool) -> None:
             time.sleep(3)
 
         step("GET /stats")
-        stats = requests.get(coordinator.url + "/stats", timeout=10).json()
+        stats = requests.get(coordinator.url + "/stats", headers=key_header, timeout=10).json()
         click.echo(json.dumps({key: stats[key] for key in ("items", "tasks", "leases", "throughput")}, indent=1))
         for error in stats["recent_errors"]:
             click.echo(f"recent error x{error['count']}: {error['error_class']}: {error['error']}")

@@ -172,22 +172,21 @@ def _note_seen(session: Session, caller: Caller, version: str | None) -> None:
         key_cache.forget(database, caller.name)
 
 
-def current_key() -> Caller:
-    return g.api_key
-
-
 def auth_required(role: Role, *, client_protocol: bool = False, optional_setting: str | None = None):
     """Require a key with ``role`` (admin keys may do everything clients may).
 
     ``client_protocol``: the endpoint is part of the node protocol, so the client's
     version is checked. ``optional_setting``: the key is only required when that config
-    setting is true (e.g. ``STATS_REQUIRE_KEY``).
+    setting is true (e.g. ``STATS_REQUIRE_KEY``); otherwise a key that is sent is still
+    checked, and ``g.api_key`` is None for callers without one.
     """
 
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            if optional_setting is None or current_app.config.get(optional_setting):
+            g.api_key = None
+            required = optional_setting is None or current_app.config.get(optional_setting)
+            if required or request.headers.get("Authorization"):  # a key sent is checked anyway
                 api_key = authenticate(db.session, request.headers.get("Authorization"))
                 if role == Role.ADMIN and api_key.role != Role.ADMIN:
                     raise Forbidden(f"this needs an admin key; key {api_key.name!r} is a {api_key.role} key")

@@ -320,6 +320,9 @@ class LeaseStatsSchema(ma.Schema):
 
 class StatsSchema(ma.Schema):
     generated_at = fields.AwareDateTime()
+    detail = fields.String(
+        metadata={"description": "'full' for key holders; 'counts' without a key (no clients, errors or reasons)"}
+    )
     items = fields.Dict(
         keys=fields.String(),
         values=fields.Integer(),

@@ -115,6 +115,7 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
     session.commit()
     return {
         "generated_at": now,
+        "detail": "full",
         "items": items,
         "tasks": tasks,
         "sites": per_site,
@@ -130,3 +131,14 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
             for error_class, message, count, last in errors
         ],
     }
+
+
+def public_part(stats: dict[str, Any]) -> dict[str, Any]:
+    """What anyone may see: counts. Not who the nodes are, their versions, or error texts."""
+    public = {key: value for key, value in stats.items() if key not in ("clients", "recent_errors")}
+    public["sites"] = {
+        name: {key: value for key, value in site.items() if key != "cooldown_reason"}
+        for name, site in stats["sites"].items()
+    }
+    public["detail"] = "counts"
+    return public

@@ -75,7 +75,9 @@ class Fleet:
         return response.json()
 
     def stats(self) -> dict:
-        return requests.get(self.coordinator.url + "/stats", timeout=10).json()
+        """``/stats`` as a key holder sees it (with clients and errors)."""
+        headers = {"Authorization": f"Bearer {self.admin_key}"}
+        return requests.get(self.coordinator.url + "/stats", headers=headers, timeout=10).json()
 
     def admin(self, method: str, path: str, **kwargs) -> dict:
         response = requests.request(

@@ -25,7 +25,7 @@ MATRIX = [
     ("POST", "/tasks/requeue", {"state": "dead"}, (401, 401, 403, 200)),
     ("POST", "/tasks/reclaim", None, (401, 401, 403, 200)),
     ("GET", "/sites", None, (401, 401, 200, 200)),
-    ("GET", "/stats", None, (200, 200, 200, 200)),  # public by default
+    ("GET", "/stats", None, (200, 401, 200, 200)),  # counts are public by default; a key sent is checked
     ("GET", "/health", None, (200, 200, 200, 200)),
     ("GET", "/openapi.json", None, (200, 200, 200, 200)),
 ]

@@ -33,7 +33,7 @@ def test_stats_after_a_small_run(actions, client):
         who="node2",
     )
 
-    stats = client.get("/stats").get_json()
+    stats = client.get("/stats", headers=actions.headers()).get_json()
     assert stats["items"] == {"pending": 1, "found": 1, "not_found": 0, "failed": 0, "total": 2}
     assert stats["tasks"]["metadata"] | {} == {
         "queued": 3,
@@ -64,13 +64,32 @@ def test_stats_shows_cooldowns_and_unconfigured_sites(actions, client, session):
     actions.add_download_tasks("retired", 2)
     set_cooldown(session, "booru", utcnow() + timedelta(minutes=5), "HTTP 429")
     session.commit()
-    stats = client.get("/stats").get_json()
+    stats = client.get("/stats", headers=actions.headers()).get_json()
     assert stats["sites"]["booru"]["cooldown_reason"] == "HTTP 429"
     assert stats["sites"]["retired"]["configured"] is False
     assert stats["sites"]["retired"]["tasks"]["download"] == {"queued": 2}
 
 
-def test_stats_on_an_empty_database(client):
-    stats = client.get("/stats").get_json()
+def test_stats_on_an_empty_database(actions, client):
+    stats = client.get("/stats", headers=actions.headers()).get_json()
     assert stats["items"]["total"] == 0 and stats["tasks"]["download"]["total"] == 0
     assert set(stats["sites"]) == {"booru", "tube", "slow"}
+
+
+def test_without_a_key_stats_show_counts_only(actions, client, session):
+    from server.database import utcnow
+    from server.leasing import set_cooldown
+
+    actions.add_download_tasks("booru", 1)
+    lease = actions.lease("download", 1, site="booru").get_json()
+    failure = {"status": "failed", "error_class": "permanent", "error": "HTTP 404 for http://booru.test/secret"}
+    actions.submit(lease["lease_id"], [{"task_id": lease["tasks"][0]["id"], **failure}])
+    set_cooldown(session, "booru", utcnow() + timedelta(minutes=5), "HTTP 429 for http://booru.test/x")
+    session.commit()
+    public = client.get("/stats").get_json()
+    full = client.get("/stats", headers=actions.headers()).get_json()
+    assert public["detail"] == "counts" and full["detail"] == "full"
+    assert "clients" not in public and "recent_errors" not in public and "booru.test" not in str(public)
+    assert public["tasks"] == full["tasks"] and public["sites"]["booru"]["cooldown_until"]
+    assert full["clients"] and "booru.test/secret" in str(full["recent_errors"])
+    assert client.get("/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
