@@ -158,18 +158,19 @@ def tasks_list_command(state, kind, site, limit, as_json):
 @click.option(
     "--state", type=click.Choice(["dead", "not_found", "done", "queued"]), help="Requeue every task in this state."
 )
-@click.option("--kind", type=click.Choice([k.value for k in TaskKind]))
-@click.option("--site")
+@click.option("--kind", type=click.Choice([k.value for k in TaskKind]), help="Only this kind (default: both).")
+@click.option("--site", help="Only this site (its metadata tasks too, unless --kind download).")
 @click.option("--id", "task_ids", type=int, multiple=True, help="A task id (repeatable).")
 def tasks_requeue_command(state, kind, site, task_ids):
     """Give tasks a fresh start: attempts 0, available now."""
     from .maintenance import requeue_tasks
 
     try:
-        count = requeue_tasks(db.session, task_ids=list(task_ids) or None, state=state, kind=kind, site=site)
+        by_kind = requeue_tasks(db.session, task_ids=list(task_ids) or None, state=state, kind=kind, site=site)
     except FetchfleetError as error:
         _fail(error, 2)
-    click.echo(f"requeued {count} task(s)")
+    kinds = ", ".join(f"{count} {name}" for name, count in by_kind.items())
+    click.echo(f"requeued {sum(by_kind.values())} task(s) ({kinds})")
 
 
 @tasks_group.command("reclaim")

@@ -70,9 +70,10 @@ def requeue_tasks(
     kind: str | None = None,
     site: str | None = None,
     now: datetime | None = None,
-) -> int:
-    """Give tasks a fresh start (attempts 0, available now). Leased tasks are never touched:
-    to free stuck ones, ``reclaim_stuck`` puts back the tasks of expired leases."""
+) -> dict[str, int]:
+    """Give tasks a fresh start (attempts 0, available now); returns how many of each kind.
+    Without ``kind``, both kinds match (``site`` alone also requeues its metadata tasks).
+    Leased tasks are never touched: ``reclaim_stuck`` puts back those of expired leases."""
     now = now or utcnow()
     if task_ids is None and state is None:
         raise InvalidInput.at(["state"], "name the tasks: by ids, or by state (dead, not_found, done, queued)")
@@ -103,7 +104,10 @@ def requeue_tasks(
     ).all()
     refresh_item_states(session, {row.item_id for row in changed if row.kind == TaskKind.METADATA})
     session.commit()
-    return len(changed)
+    by_kind = {kind.value: 0 for kind in TaskKind}
+    for row in changed:
+        by_kind[row.kind] += 1
+    return by_kind
 
 
 def reclaim_stuck(session: Session, *, policy: LeasePolicy, now: datetime | None = None) -> int:

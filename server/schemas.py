@@ -275,6 +275,10 @@ class CountSchema(ma.Schema):
     count = fields.Integer()
 
 
+class RequeueResponseSchema(CountSchema):
+    by_kind = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "requeued per kind"})
+
+
 # ------------------------------------------------------------------------ stats
 
 

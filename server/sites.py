@@ -13,10 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.engine_options import Refused, vet_site
 from common.settings import ConfigError
-
-ENGINES = ("gallery-dl", "yt-dlp")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+from common.sites import ENGINES, SITE_NAME_RULE, is_site_name
 
 
 @dataclass(frozen=True)
@@ -93,8 +92,8 @@ class SiteRegistry:
 
 def _parse_site(name: Any, spec: Any) -> Site:
     where = f"SITES[{name!r}]"
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(f"{where}: a site name is 1-63 of a-z 0-9 _ . - starting with a letter or digit")
+    if not is_site_name(name):
+        raise ConfigError(f"{where}: a site name is {SITE_NAME_RULE}")
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{where} must be a mapping")
     unknown = set(spec) - {"engine", "search_url", "url_patterns", "post_url", "max_in_flight", "options"}
@@ -124,4 +123,8 @@ def _parse_site(name: Any, spec: Any) -> Site:
     options = spec.get("options", {})
     if not isinstance(options, Mapping):
         raise ConfigError(f"{where}.options must be a mapping")
+    try:  # the same allow-list every node applies: better to hear it now than from failed tasks
+        vet_site(name, {"engine": engine, "options": options})
+    except Refused as refusal:
+        raise ConfigError(f"{where}: nodes would refuse this site: {refusal}") from None
     return Site(name, engine, search_url, tuple(compiled), post_url, limit, dict(options))

@@ -256,7 +256,7 @@ def test_task_report_requeue_and_reclaim(actions):
     assert_error(actions.client.get("/tasks?state=zombie", headers=admin), 400, ("query", "state"))
     assert_error(actions.client.post("/tasks/requeue", json={}, headers=admin), 400, ("json", "state"))
     requeued = actions.client.post("/tasks/requeue", json={"state": "dead"}, headers=admin)
-    assert requeued.get_json() == {"count": 2}
+    assert requeued.get_json() == {"count": 2, "by_kind": {"metadata": 0, "download": 2}}
     assert actions.task(task_ids[0]).state == "queued" and actions.task(task_ids[0]).attempts == 0
     reclaimed = actions.client.post("/tasks/reclaim", headers=admin)
     assert reclaimed.get_json() == {"count": 0}  # the remaining lease is still live

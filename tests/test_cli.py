@@ -53,7 +53,7 @@ def test_tasks_list_requeue_and_reclaim(runner, actions):
     refused = runner.invoke(args=["tasks", "requeue"])
     assert refused.exit_code == 2 and "name the tasks" in refused.stderr
     requeued = runner.invoke(args=["tasks", "requeue", "--state", "dead", "--site", "booru"])
-    assert requeued.exit_code == 0 and requeued.stdout.strip() == "requeued 1 task(s)"
+    assert requeued.exit_code == 0 and requeued.stdout.strip() == "requeued 1 task(s) (0 metadata, 1 download)"
     assert actions.task(task_ids[0]).state == "queued"
     assert runner.invoke(args=["tasks", "reclaim"]).stdout.strip() == "reclaimed 0 task(s)"
 

@@ -54,3 +54,16 @@ def test_download_url_from_post_url_or_reported():
 def test_bad_site_config_names_the_problem(spec, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("{", r"\{")):
         SiteRegistry.from_config(spec)
+
+
+def test_options_every_node_would_refuse_stop_the_coordinator_at_start_naming_the_site():
+    from common.settings import ConfigError
+    from server.sites import SiteRegistry
+
+    exec_hook = {"extractor": {"postprocessors": [{"name": "exec", "command": "id"}]}}
+    with pytest.raises(ConfigError, match=r"SITES\['mybooru'\]: nodes would refuse this site: options.extractor"):
+        SiteRegistry.from_config({"mybooru": {"engine": "gallery-dl", "options": exec_hook}})
+    with pytest.raises(ConfigError, match=r"SITES\['tube'\].*options.cookiefile: not an option"):
+        SiteRegistry.from_config({"tube": {"engine": "yt-dlp", "options": {"cookiefile": "/home/u/c.txt"}}})
+    instance = {"extractor": {"moebooru": {"mybooru": {"root": "https://booru.example"}}}}
+    assert SiteRegistry.from_config({"mybooru": {"engine": "gallery-dl", "options": instance}}).get("mybooru")

@@ -5,7 +5,7 @@ from ..auth import auth_required
 from ..extensions import db
 from ..maintenance import list_tasks, reclaim_stuck, requeue_tasks
 from ..models import Role
-from ..schemas import CountSchema, RequeueRequestSchema, TaskListSchema, TaskQuerySchema
+from ..schemas import CountSchema, RequeueRequestSchema, RequeueResponseSchema, TaskListSchema, TaskQuerySchema
 from ..validation import validated_json
 from . import ApiBlueprint
 
@@ -26,10 +26,11 @@ def report(query):
 @blp.route("/requeue", methods=["POST"])
 @auth_required(Role.ADMIN)
 @validated_json(RequeueRequestSchema)
-@blp.response(200, CountSchema)
+@blp.response(200, RequeueResponseSchema)
 def requeue(request):
-    """Give dead / not-found / done tasks a fresh start (by ids, or by state)"""
-    return {"count": requeue_tasks(db.session, **request)}
+    """Give dead / not-found / done tasks a fresh start (by ids, or by state; both kinds unless kind is given)"""
+    by_kind = requeue_tasks(db.session, **request)
+    return {"count": sum(by_kind.values()), "by_kind": by_kind}
 
 
 @blp.route("/reclaim", methods=["POST"])
