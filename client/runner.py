@@ -371,6 +371,7 @@ class Runner:
             self.vetting.add(self.coordinator.sites())
         except CoordinatorError as error:  # the lease described its own sites: enough to go on
             log.info("could not list the coordinator's sites: %s", error.message)
+        self.vetting.add(lease_sites)  # the lease's own description of its sites wins
         sites = dict(self.vetting.accepted)
         if self.pool is not None:
             self.pool.close()
