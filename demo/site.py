@@ -156,6 +156,12 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
         )
         return _page("Two clips, one name", body)
 
+    @app.get("/watch/elsewhere")
+    def watch_elsewhere():
+        """One video on this site and one on an ftp: server a node must never dial."""
+        body = '<video><source src="ftp://127.0.0.1:9/clip.mp4" type="video/mp4"></video>' + _video_tag("clip2", "mp4")
+        return _page("A clip here, a clip elsewhere", body)
+
     @app.get("/media/pair/<name>")
     def media_pair(name: str):
         stem, _, ext = name.partition(".")

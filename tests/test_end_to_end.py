@@ -137,6 +137,36 @@ def test_jobs_4_gives_the_same_result_as_jobs_1(fleet):
     assert one == four and len(one) == 77
 
 
+def test_every_video_of_a_page_is_its_own_task_and_only_http_videos_are_fetched(fleet):
+    """Two videos sharing a file stem (clip.mp4, clip.webm) are two tasks, not one; a video
+    served over ftp: is never dialled (the demo site's page points one at 127.0.0.1:9)."""
+    fleet.import_csv("key,url,sites\npair,{root}/watch/pair,demotube\nelsewhere,{root}/watch/elsewhere,demotube\n")
+    metadata = fleet.client("metadata", "10")
+    assert metadata.returncode == 0, metadata.stdout + metadata.stderr
+    tasks = fleet.download_tasks()
+    media = fleet.site.url + "/media/"
+    assert sorted(tasks) == [media + "clip2.mp4", media + "pair/clip.mp4", media + "pair/clip.webm"]
+    run = fleet.client("download", "demotube", "10")
+    assert run.returncode == 0 and "3 done, 0 failed" in run.stdout, run.stdout + run.stderr
+    by_remote_id = {record["remote_id"]: record for record in fleet.files()}
+    assert by_remote_id[media + "pair/clip.mp4"]["sha256"] == hashlib.sha256(video_bytes("clip1")).hexdigest()
+    assert by_remote_id[media + "pair/clip.webm"]["sha256"] == hashlib.sha256(video_bytes("clip4")).hexdigest()
+    paths = {record["path"] for record in by_remote_id.values()}
+    assert len(paths) == 3  # no file overwrote another
+
+
+def test_a_node_refuses_to_dial_anything_but_http(tmp_path):
+    from yt_dlp.utils import DownloadError
+
+    from client.engines.yt_dlp import _ConfinedYoutubeDL
+
+    with _ConfinedYoutubeDL({"quiet": True}) as ydl:
+        for url in ("ftp://127.0.0.1:9/clip.mp4", f"file://{tmp_path}/secret"):
+            with pytest.raises(DownloadError):
+                ydl.urlopen(url)
+            assert ydl.refused.startswith("refused by this node: only http and https")
+
+
 def test_failures_are_classified_retried_and_reported(fleet):
     fleet.import_csv("query,sites\nfailures,demo\n")
     assert fleet.client("metadata", "10").returncode == 0

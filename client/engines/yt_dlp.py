@@ -7,6 +7,7 @@ Options are per ``YoutubeDL`` instance, so nothing global is shared between jobs
 from __future__ import annotations
 
 import hashlib
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import yt_dlp
 from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, UnsupportedError, match_filter_func
 
+from common.sites import FETCHED_SCHEMES
 from common.states import FailureClass
 
 from .base import Engine, Failure, Found, Written, classify_http, json_safe, node_fault_of, within
@@ -69,12 +71,14 @@ class YtDlpEngine(Engine):
         return options
 
     def resolve(self, url: str, site: str) -> list[Found]:
-        with yt_dlp.YoutubeDL(self._options(site, extract_flat="in_playlist", simulate=True)) as ydl:
+        with _ConfinedYoutubeDL(self._options(site, extract_flat="in_playlist", simulate=True)) as ydl:
             info = _run(ydl, url, download=False)
         entries = [entry for entry in (info.get("entries") or [info]) if entry]
         found: dict[str, Found] = {}
         for entry in entries:
             remote_id, download_url = _identity(entry)
+            if not str(download_url).lower().startswith(("http://", "https://")):
+                continue  # an ftp: or file: video is never fetched: no task for it
             if remote_id not in found:
                 metadata = json_safe({key: entry[key] for key in METADATA_KEYS if entry.get(key) is not None})
                 found[remote_id] = Found(remote_id, download_url, metadata)
@@ -120,16 +124,25 @@ def _url_identity(url: str) -> str:
 
 class _ConfinedYoutubeDL(yt_dlp.YoutubeDL):
     """Refuses, before writing, any file name outside the job's folders (a hostile id or
-    title in a template could otherwise climb out)."""
+    title in a template could otherwise climb out), and any request that is not http(s):
+    a page may point a video at ``ftp:`` or ``file:``, which yt-dlp's own handlers open."""
 
-    def __init__(self, params: dict[str, Any], *, confined_to: tuple[Path, ...]):
+    def __init__(self, params: dict[str, Any], *, confined_to: tuple[Path, ...] | None = None):
         super().__init__(params)
         self.confined_to = confined_to
         self.refused: str | None = None
 
+    def urlopen(self, req):
+        url = req if isinstance(req, str) else getattr(req, "url", None) or getattr(req, "full_url", "")
+        scheme = urllib.parse.urlsplit(str(url)).scheme.lower()
+        if scheme not in FETCHED_SCHEMES:
+            self.refused = f"refused by this node: only http and https URLs are fetched, not {scheme!r}: {url}"[:500]
+            raise DownloadError(self.refused)
+        return super().urlopen(req)
+
     def prepare_filename(self, info_dict, dir_type="", *, outtmpl=None, warn=False):
         path = super().prepare_filename(info_dict, dir_type, outtmpl=outtmpl, warn=warn)
-        if path and not any(within(path, root) for root in self.confined_to):
+        if path and self.confined_to is not None and not any(within(path, root) for root in self.confined_to):
             self.refused = f"refused by this node: the job would write {path}, outside --dest"
             raise DownloadError(self.refused)
         return path
