@@ -24,7 +24,7 @@ from .cache import open_cache, redact
 from .coordinator import Coordinator, CoordinatorError
 from .runner import DRAIN, EXIT_NODE_FAULT, LOOP, ONCE, Runner, Stopper
 from .settings import DEFAULTS, validate, validate_node
-from .storage import backoff_pauses, storage_problem
+from .storage import backoff_pauses, remove_abandoned_partials, storage_problem
 
 EXIT_UNREACHABLE = 3
 log = logging.getLogger("fetchfleet")
@@ -148,6 +148,7 @@ def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progr
         except OSError as error:
             _fail(f"cannot create --dest {dest}: {error.strerror}", 2)
         _wait_for_storage(dest, mode, stopper)
+        remove_abandoned_partials(dest)
     coordinator = Coordinator(settings["SERVER_URL"], settings["API_KEY"], timeout=settings["HTTP_TIMEOUT"])
     metadata_cache = open_cache(settings) if kind == TaskKind.METADATA else None
     runner = Runner(

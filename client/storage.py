@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from .engines.base import NODE_ERRNOS
+
+#: Where download jobs keep unfinished files under ``--dest``, one folder per job
+#: (``<worker pid>-<job number>``), removed when the job ends.
+PARTIAL_DIR = Path(".fetchfleet") / "partial"
 
 #: Written and removed again to prove the disk takes files: more than a sidecar.
 PROBE_BYTES = 64 << 10
@@ -35,6 +40,22 @@ def storage_problem(dest: Path | None) -> str | None:
         except OSError:
             pass
     return None
+
+
+def remove_abandoned_partials(dest: Path) -> int:
+    """Remove the partial-file folders of jobs whose worker is gone (killed mid-download);
+    those of live workers, perhaps another node process on the same ``--dest``, stay."""
+    removed = 0
+    folder = Path(dest) / PARTIAL_DIR
+    for job in folder.glob("*-*") if folder.is_dir() else ():
+        try:
+            os.kill(int(job.name.split("-", 1)[0]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(job, ignore_errors=True)
+            removed += 1
+        except (ValueError, PermissionError):
+            continue
+    return removed
 
 
 def backoff_pauses(start: int = 0) -> Iterator[int]:

@@ -29,11 +29,10 @@ from common.states import FailureClass
 from .engines import Engine, Failure, load
 from .engines.base import NodeFault, node_fault_of
 from .sidecar import write_sidecar
+from .storage import PARTIAL_DIR
 
 #: A result status that stays on the node: the task is handed back, not charged.
 NODE_FAULT = "node_fault"
-#: Where jobs keep unfinished files, one folder per job, removed when the job ends.
-PARTIAL_DIR = Path(".fetchfleet") / "partial"
 _PR_SET_PDEATHSIG = 1
 _job_numbers = itertools.count(1)
 

@@ -196,3 +196,16 @@ def test_sigkill_of_a_node_leaves_none_of_its_processes_behind(tmp_path):
         kill_group(node) if "node" in locals() else None
         fleet.stop()
         site.stop()
+
+
+def test_partial_files_of_killed_jobs_are_removed_at_the_next_start_and_live_ones_kept(tmp_path):
+    from client.storage import PARTIAL_DIR, remove_abandoned_partials
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid that no longer runs
+    partials = tmp_path / PARTIAL_DIR
+    for owner in (dead.pid, os.getpid()):
+        (partials / f"{owner}-1").mkdir(parents=True)
+        (partials / f"{owner}-1" / "1.png.part").write_bytes(b"half")
+    assert remove_abandoned_partials(tmp_path) == 1
+    assert sorted(path.name for path in partials.iterdir()) == [f"{os.getpid()}-1"]
