@@ -126,9 +126,6 @@ class Coordinator:
         """Record results; a 409 (some tasks no longer ours) is an answer, not an error."""
         return self._call(self._safe, "POST", f"/leases/{lease_id}/results", json={"results": results}, ok=(200, 409))
 
-    def stats(self) -> dict:
-        return self._call(self._safe, "GET", "/stats")
-
 
 def _short(reason: object) -> str:
     text = str(reason)

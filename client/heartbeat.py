@@ -19,13 +19,11 @@ class Heartbeat(threading.Thread):
         self._stopped = threading.Event()
         #: Set when the coordinator says the lease is gone (reclaimed): results will be refused.
         self.lost = threading.Event()
-        self.beats = 0
 
     def run(self) -> None:
         while not self._stopped.wait(self.interval):
             try:
                 self.coordinator.extend(self.lease_id)
-                self.beats += 1
             except CoordinatorError as error:
                 if error.status == 409 and error.body.get("state") in ("completed", "released"):
                     return  # every result arrived (or was handed back) just before this beat

@@ -19,10 +19,6 @@ class TaskState(StrEnum):
     DEAD = "dead"  # permanent failure or out of attempts; listed in reports
 
 
-#: States a task never leaves on its own (only an operator's requeue moves it).
-FINAL_TASK_STATES = frozenset({TaskState.DONE, TaskState.NOT_FOUND, TaskState.DEAD})
-
-
 class ItemState(StrEnum):
     PENDING = "pending"  # some metadata task still queued or leased
     FOUND = "found"  # at least one site found something

@@ -146,8 +146,6 @@ class GuardedCache:
         self.cache = cache
         self.where = where
         self._secrets = _secrets_of(secret_source)
-        self.hits = 0
-        self.stored = 0
         if error is not None:
             self._disable(error)
 
@@ -175,14 +173,13 @@ class GuardedCache:
         except Exception as error:
             self._disable(error)
             return {}
-        self.hits += len(hits)
         return hits
 
     def store(self, resolutions: list[Resolved]) -> None:
         if self.cache is None or not resolutions:
             return
         try:
-            self.stored += self.cache.store(resolutions)
+            self.cache.store(resolutions)
         except Exception as error:
             self._disable(error)
 
