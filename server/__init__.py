@@ -20,7 +20,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .database import engine_options, install_sqlite_behaviour
     from .errors import register_error_handlers
     from .extensions import db, migrate
-    from .leasing import LeasePolicy
+    from .policy import LeasePolicy
     from .sites import SiteRegistry
 
     app = Flask(__name__)

@@ -2,7 +2,7 @@
 
 from flask import current_app
 
-from .leasing import LeasePolicy
+from .policy import LeasePolicy
 from .sites import SiteRegistry
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Table, any_, bindparam, event, func, select
+from sqlalchemy import DateTime, Table, any_, bindparam, event, func, literal_column, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.sql import ColumnElement
@@ -288,3 +288,11 @@ def in_list(column: ColumnElement[Any], name: str, postgresql: bool) -> ColumnEl
 
 def is_postgresql(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def sql_literal(value: str):
+    """A fixed vocabulary value (a state, a kind) written into the SQL text: partial indexes
+    (``WHERE state = 'queued'``) then match in PostgreSQL's generic plans too, which a
+    bound parameter cannot."""
+    assert value.replace("_", "").isalnum()
+    return literal_column(f"'{value}'")

@@ -28,9 +28,10 @@ from common.states import ItemState, TaskKind, TaskState
 
 from .database import utcnow
 from .errors import InvalidInput
-from .leasing import refresh_item_states
+from .item_state import refresh_item_states
 from .models import Item, Task
 from .sites import SiteRegistry
+from .transitions import fresh_start, new_metadata_task
 
 RESERVED_COLUMNS = ("key", "url", "query", "title", "sites", "priority")
 MAX_REPORTED_ERRORS = 1000
@@ -380,7 +381,7 @@ def _store_chunk(session: Session, rows: list[_Row], report: ImportReport, rejec
         session.execute(
             Task.__table__.insert(),
             [
-                _new_metadata_task(ids[row.key], site, url, row.priority, now)
+                new_metadata_task(ids[row.key], site, url, row.priority, now)
                 for row in new_rows
                 for site, url in row.targets.items()
             ],
@@ -413,21 +414,6 @@ def _item_values(row: _Row, import_id: str, now: datetime) -> dict[str, Any]:
     }
 
 
-def _new_metadata_task(item_id: int, site: str, url: str, priority: int, now: datetime) -> dict[str, Any]:
-    return {
-        "kind": TaskKind.METADATA,
-        "site": site,
-        "item_id": item_id,
-        "url": url,
-        "state": TaskState.QUEUED,
-        "priority": priority,
-        "attempts": 0,
-        "available_at": now,
-        "created_at": now,
-        "updated_at": now,
-    }
-
-
 def _apply_change(session: Session, item_id: int, row: _Row, import_id: str, now: datetime) -> None:
     """A changed row: new values, and a fresh start for sites whose target URL changed."""
     session.execute(update(Item).where(Item.id == item_id).values(**_item_values(row, import_id, now)))
@@ -444,25 +430,12 @@ def _apply_change(session: Session, item_id: int, row: _Row, import_id: str, now
         )
     for site, url in row.targets.items():
         if site not in current:
-            session.execute(Task.__table__.insert(), [_new_metadata_task(item_id, site, url, row.priority, now)])
+            session.execute(Task.__table__.insert(), [new_metadata_task(item_id, site, url, row.priority, now)])
         elif current[site] != url:
             session.execute(
                 update(Task)
                 .where(Task.item_id == item_id, Task.kind == TaskKind.METADATA, Task.site == site)
-                .values(
-                    url=url,
-                    state=TaskState.QUEUED,
-                    attempts=0,
-                    available_at=now,
-                    lease_id=None,
-                    error_class=None,
-                    last_error=None,
-                    last_error_at=None,
-                    found_count=None,
-                    done_by=None,
-                    done_at=None,
-                    updated_at=now,
-                )
+                .values(url=url, **fresh_start(now))
             )
     # The new priority applies to whatever of this item still waits in the queue.
     session.execute(

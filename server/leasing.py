@@ -17,40 +17,36 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, literal_column, select, update
+from sqlalchemy import bindparam, case, exists, insert, select, update
 from sqlalchemy.orm import Session
 
-from common.states import FailureClass, ItemState, TaskKind, TaskState
+from common.states import FailureClass, TaskKind, TaskState
 
 from .database import (
-    dialect_insert,
     in_list,
     insert_ignore,
     insert_rows,
     is_postgresql,
     prepare_rows,
     read_only,
+    sql_literal,
     utcnow,
 )
 from .errors import Conflict, InvalidInput, NotFound
+from .item_state import refresh_item_states
 from .models import File, Item, Lease, LeaseState, SiteState, Task
+from .policy import MAX_BATCH, RECLAIM_BATCH, LeasePolicy
+from .site_state import cooling_sites, in_flight, set_cooldown
 from .sites import SiteRegistry
+from .transitions import new_download_task
 from .validation import MAX_METADATA_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
-
-
-def sql_literal(value: str):
-    """A fixed vocabulary value (a state, a kind) written into the SQL text: partial indexes
-    (``WHERE state = 'queued'``) then match in PostgreSQL's generic plans too, which a
-    bound parameter cannot."""
-    assert value.replace("_", "").isalnum()
-    return literal_column(f"'{value}'")
 
 
 QUEUED, LEASED = sql_literal(TaskState.QUEUED), sql_literal(TaskState.LEASED)
@@ -70,63 +66,6 @@ _LEASED_COLUMNS = (
     TASKS.c.attempts,
     TASKS.c.item_id,
 )
-
-MAX_BATCH = 100
-#: Leases reclaimed per call: bounds the work a single lease request can be charged with.
-RECLAIM_BATCH = 1000
-
-
-@dataclass(frozen=True)
-class LeasePolicy:
-    """Timeouts, attempts and backoff, per task kind where they differ."""
-
-    lease_seconds: Mapping[str, int]
-    max_lease_seconds: int
-    max_attempts: Mapping[str, int]
-    retry_backoff: int
-    retry_backoff_max: int
-    not_found_backoff: int
-    not_found_backoff_max: int
-    default_retry_after: int
-    max_retry_after: int
-    empty_queue_retry_after: int
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> LeasePolicy:
-        return cls(
-            lease_seconds={
-                TaskKind.METADATA: config["METADATA_LEASE_SECONDS"],
-                TaskKind.DOWNLOAD: config["DOWNLOAD_LEASE_SECONDS"],
-            },
-            max_lease_seconds=config["MAX_LEASE_SECONDS"],
-            max_attempts={
-                TaskKind.METADATA: config["METADATA_MAX_ATTEMPTS"],
-                TaskKind.DOWNLOAD: config["DOWNLOAD_MAX_ATTEMPTS"],
-            },
-            retry_backoff=config["RETRY_BACKOFF_SECONDS"],
-            retry_backoff_max=config["RETRY_BACKOFF_MAX_SECONDS"],
-            not_found_backoff=config["NOT_FOUND_BACKOFF_SECONDS"],
-            not_found_backoff_max=config["NOT_FOUND_BACKOFF_MAX_SECONDS"],
-            default_retry_after=config["DEFAULT_RETRY_AFTER_SECONDS"],
-            max_retry_after=config["MAX_RETRY_AFTER_SECONDS"],
-            empty_queue_retry_after=config["EMPTY_QUEUE_RETRY_AFTER_SECONDS"],
-        )
-
-    def lease_length(self, kind: str, requested: int | None) -> timedelta:
-        seconds = self.lease_seconds[kind] if requested is None else requested
-        return timedelta(seconds=max(1, min(seconds, self.max_lease_seconds)))
-
-    def retry_delay(self, attempts: int) -> timedelta:
-        """Exponential: base, 2 base, 4 base, ... capped."""
-        return timedelta(seconds=min(self.retry_backoff * 2 ** max(attempts - 1, 0), self.retry_backoff_max))
-
-    def not_found_delay(self, attempts: int) -> timedelta:
-        seconds = self.not_found_backoff * 2 ** max(attempts - 1, 0)
-        return timedelta(seconds=min(seconds, self.not_found_backoff_max))
-
-    def cooldown(self, retry_after: float | None) -> timedelta:
-        seconds = self.default_retry_after if retry_after is None else retry_after
-        return timedelta(seconds=max(1.0, min(float(seconds), self.max_retry_after)))
 
 
 class Client(Protocol):
@@ -195,7 +134,7 @@ def lease_tasks(
 
     configured = sites.get(site) if site else None
     if kind == TaskKind.DOWNLOAD and configured is not None and configured.max_in_flight:
-        n = min(n, configured.max_in_flight - _in_flight(session, site, now))
+        n = min(n, configured.max_in_flight - in_flight(session, site, now))
         if n <= 0:
             session.commit()
             return Grant(None, retry_after=policy.empty_queue_retry_after)
@@ -207,7 +146,7 @@ def lease_tasks(
     columns, leased = tuple(result.keys()), result.all()
     if not leased:
         # Nothing to hand out: say how long to wait (until the site's cooldown ends, if any).
-        cooling = _cooling_sites(session, now)
+        cooling = cooling_sites(session, now)
         session.commit()
         if site is not None and site in cooling:
             return Grant(None, retry_after=_seconds_until(cooling[site], now))
@@ -288,25 +227,6 @@ def _items_of(session: Session, tasks: Sequence[Any]) -> dict[int, dict[str, Any
         select(Item.id, Item.key, Item.title, Item.query, Item.url, Item.extra).where(Item.id.in_(item_ids))
     ).all()
     return {row.id: row._asdict() for row in rows}
-
-
-def _cooling_sites(session: Session, now: datetime) -> dict[str, datetime]:
-    rows = session.execute(select(SiteState.name, SiteState.cooldown_until).where(SiteState.cooldown_until > now))
-    return dict(rows.all())
-
-
-def _in_flight(session: Session, site: str, now: datetime) -> int:
-    """Download tasks of ``site`` leased right now (read through the partial index of leased
-    tasks, which only ever holds what clients hold). On PostgreSQL the site row is locked
-    first, so two concurrent leases cannot both see room under the limit."""
-    if is_postgresql(session):
-        session.execute(dialect_insert(session, SiteState).values(name=site, updated_at=now).on_conflict_do_nothing())
-        session.execute(select(SiteState.name).where(SiteState.name == site).with_for_update())
-    return session.scalar(
-        select(func.count())
-        .select_from(Task)
-        .where(Task.state == LEASED, Task.kind == sql_literal(TaskKind.DOWNLOAD), Task.site == site)
-    )
 
 
 def _seconds_until(moment: datetime, now: datetime) -> int:
@@ -733,22 +653,8 @@ def _record_metadata(change, result, task, client, policy: LeasePolicy, now, fou
             site = sites.get(thing["site"])
             remote_id = str(thing["remote_id"])
             metadata = thing.get("metadata") or {}
-            found.append(
-                {
-                    "kind": TaskKind.DOWNLOAD,
-                    "site": site.name,
-                    "item_id": task.item_id,
-                    "remote_id": remote_id,
-                    "url": site.download_url_for(remote_id, metadata, thing.get("url")),
-                    "payload": metadata,
-                    "state": TaskState.QUEUED,
-                    "priority": task.priority,
-                    "attempts": 0,
-                    "available_at": now,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
+            url = site.download_url_for(remote_id, metadata, thing.get("url"))
+            found.append(new_download_task(task.item_id, site.name, remote_id, url, metadata, task.priority, now))
         return
     attempts = task.attempts + 1
     change.update(attempts=attempts, found_count=0, last_error="nothing found", last_error_at=now)
@@ -775,42 +681,3 @@ def _record_failure(change, result, task, policy: LeasePolicy, now, cooldowns) -
         change["state"] = TaskState.DEAD
     else:
         change.update(state=TaskState.QUEUED, available_at=now + policy.retry_delay(attempts))
-
-
-def set_cooldown(session: Session, site: str, until: datetime, reason: str, now: datetime | None = None) -> None:
-    """Cool ``site`` down for everyone until ``until`` (an earlier end never shortens it)."""
-    now = now or utcnow()
-    session.execute(dialect_insert(session, SiteState).values(name=site, updated_at=now).on_conflict_do_nothing())
-    session.execute(
-        update(SiteState)
-        .where(
-            SiteState.name == site,
-            (SiteState.cooldown_until.is_(None)) | (SiteState.cooldown_until < until),
-        )
-        .values(cooldown_until=until, cooldown_reason=reason[:500], updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def refresh_item_states(session: Session, item_ids: Iterable[int]) -> None:
-    """Derive each item's state from its metadata tasks, in one statement."""
-    item_ids = sorted({item_id for item_id in item_ids if item_id is not None})
-    if not item_ids:
-        return
-
-    def any_task(*states: str):
-        return exists().where(and_(Task.item_id == Item.id, Task.kind == TaskKind.METADATA, Task.state.in_(states)))
-
-    session.execute(
-        update(Item)
-        .where(Item.id.in_(item_ids))
-        .values(
-            state=case(
-                (any_task(TaskState.DONE), ItemState.FOUND),
-                (any_task(TaskState.QUEUED, TaskState.LEASED), ItemState.PENDING),
-                (any_task(TaskState.DEAD), ItemState.FAILED),
-                else_=ItemState.NOT_FOUND,
-            )
-        )
-        .execution_options(synchronize_session=False)
-    )

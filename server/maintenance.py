@@ -13,8 +13,11 @@ from common.states import TaskKind, TaskState
 
 from .database import read_only, utcnow
 from .errors import InvalidInput
-from .leasing import LeasePolicy, reclaim_expired, refresh_item_states
+from .item_state import refresh_item_states
+from .leasing import reclaim_expired
 from .models import Lease, LeaseState, Task
+from .policy import LeasePolicy
+from .transitions import fresh_start
 
 REQUEUEABLE = (TaskState.DEAD, TaskState.NOT_FOUND, TaskState.DONE, TaskState.QUEUED)
 
@@ -89,16 +92,7 @@ def requeue_tasks(
     if site is not None:
         statement = statement.where(Task.site == site)
     changed = session.execute(
-        statement.values(
-            state=TaskState.QUEUED,
-            attempts=0,
-            available_at=now,
-            error_class=None,
-            last_error=None,
-            last_error_at=None,
-            lease_id=None,
-            updated_at=now,
-        )
+        statement.values(**fresh_start(now))
         .returning(Task.id, Task.kind, Task.item_id)
         .execution_options(synchronize_session=False)
     ).all()

@@ -8,7 +8,7 @@ from marshmallow import fields, validate
 
 from common.states import FailureClass, ItemState, TaskKind, TaskState
 
-from .leasing import MAX_BATCH
+from .policy import MAX_BATCH
 from .validation import UNSTORABLE, UNSTORABLE_PROBLEM
 
 MAX_RESULTS_PER_SUBMIT = 1000

@@ -83,21 +83,11 @@ class Actions:
         from server.database import utcnow
         from server.extensions import db
         from server.models import Task
+        from server.transitions import new_download_task
 
         now = utcnow()
         rows = [
-            {
-                "kind": "download",
-                "site": site,
-                "remote_id": str(number),
-                "url": f"http://{site}.test/{number}",
-                "state": "queued",
-                "priority": priority,
-                "attempts": 0,
-                "available_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
+            new_download_task(None, site, str(number), f"http://{site}.test/{number}", None, priority, now)
             for number in range(start, start + count)
         ]
         with self.context():

@@ -59,7 +59,7 @@ def test_stats_after_a_small_run(actions, client):
 
 def test_stats_shows_cooldowns_and_unconfigured_sites(actions, client, session):
     from server.database import utcnow
-    from server.leasing import set_cooldown
+    from server.site_state import set_cooldown
 
     actions.add_download_tasks("retired", 2)
     set_cooldown(session, "booru", utcnow() + timedelta(minutes=5), "HTTP 429")
@@ -78,7 +78,7 @@ def test_stats_on_an_empty_database(actions, client):
 
 def test_without_a_key_stats_show_counts_only(actions, client, session):
     from server.database import utcnow
-    from server.leasing import set_cooldown
+    from server.site_state import set_cooldown
 
     actions.add_download_tasks("booru", 1)
     lease = actions.lease("download", 1, site="booru").get_json()
@@ -93,3 +93,24 @@ def test_without_a_key_stats_show_counts_only(actions, client, session):
     assert public["tasks"] == full["tasks"] and public["sites"]["booru"]["cooldown_until"]
     assert full["clients"] and "booru.test/secret" in str(full["recent_errors"])
     assert client.get("/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_a_requeued_done_task_no_longer_counts_as_done_lately(actions, client):
+    """Requeue and a re-import that changes a target reset a task the same way (one
+    definition, ``server.transitions.fresh_start``): nothing of the old result stays."""
+    [task_id] = actions.add_download_tasks("booru", 1)
+    lease = actions.lease("download", 1, site="booru").get_json()
+    assert (
+        actions.submit(
+            lease["lease_id"], [{"task_id": task_id, "status": "done", "files": [file_record()]}]
+        ).status_code
+        == 200
+    )
+    before = client.get("/stats", headers=actions.headers()).get_json()
+    assert before["throughput"]["done"]["download"] == 1
+    admin = actions.headers("ops", admin=True)
+    assert client.post("/tasks/requeue", json={"task_ids": [task_id]}, headers=admin).get_json()["count"] == 1
+    after = client.get("/stats", headers=actions.headers()).get_json()
+    assert after["throughput"]["done"]["download"] == 0
+    task = actions.task(task_id)
+    assert task.state == "queued" and task.done_by is None and task.done_at is None and task.found_count is None
