@@ -183,6 +183,7 @@ def couchdb3_replicator(docs: dict[str, dict], scheduler: dict[str, dict]):
     return app
 
 
+@pytest.mark.e2e
 def test_cache_status_reads_replication_state_from_couchdb_3_s_scheduler(tmp_path):
     import subprocess
     import sys

@@ -13,6 +13,9 @@ from demo.processes import start_demo_site
 from tests.couch import start_couchdb
 from tests.fleet import Fleet
 
+#: Real processes (servers, nodes): ``make test-fast`` leaves these out.
+pytestmark = pytest.mark.e2e
+
 TWO_ITEMS_ONE_SEARCH = "key,query,sites\nfrom-list-a,artist_1,demo\nfrom-list-b,artist_1,demo\n"
 DATABASE = "fetchfleet_cache"
 

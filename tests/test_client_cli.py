@@ -11,6 +11,9 @@ import pytest
 
 from demo.processes import REPO_ROOT
 
+#: Real processes (servers, nodes): ``make test-fast`` leaves these out.
+pytestmark = pytest.mark.e2e
+
 SPELLINGS = {"python -m client": [sys.executable, "-m", "client"], "python client.py": [sys.executable, "client.py"]}
 
 

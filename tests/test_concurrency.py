@@ -22,6 +22,9 @@ from common.version import CLIENT_VERSION_HEADER, __version__
 from tests.helpers import SHA, TEST_SITES
 from tests.servers import start_coordinator
 
+#: Real processes (servers, nodes): ``make test-fast`` leaves these out.
+pytestmark = pytest.mark.e2e
+
 TASKS = 10_000
 CLIENTS = 16
 LEASE_SECONDS = 2

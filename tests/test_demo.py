@@ -8,7 +8,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from demo.processes import REPO_ROOT
+
+#: Real processes (servers, nodes): ``make test-fast`` leaves these out.
+pytestmark = pytest.mark.e2e
 
 
 def test_the_one_command_demo(tmp_path):

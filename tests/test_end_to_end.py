@@ -24,6 +24,9 @@ from demo.catalog import Catalog, video_bytes
 from demo.processes import REPO_ROOT, start_demo_site
 from tests.fleet import FAST_RETRIES, Fleet, kill_group
 
+#: Real processes (servers, nodes): ``make test-fast`` leaves these out.
+pytestmark = pytest.mark.e2e
+
 CATALOG = Catalog()
 INVENTORY = """key,url,query,title,sites,priority,collection
 artist-1,,artist_1,Artist one,demo,5,artists

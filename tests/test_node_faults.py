@@ -23,6 +23,9 @@ from demo.processes import REPO_ROOT, demo_sites, start_demo_site
 from tests.fake_coordinator import FakeCoordinator
 from tests.fleet import Fleet, kill_group
 
+#: Real processes (servers, nodes): ``make test-fast`` leaves these out.
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def small_disk(tmp_path) -> Iterator[Path]:

@@ -182,6 +182,7 @@ def everything_under(path: Path) -> set[str]:
     return {str(p.relative_to(path)) for p in path.rglob("*")}
 
 
+@pytest.mark.e2e
 def test_a_real_node_refuses_hostile_leases_and_still_does_honest_work(demo_site, tmp_path):
     marker = tmp_path / "marker"
     (marker / "bin").mkdir(parents=True)
