@@ -22,7 +22,9 @@ from common.version import __version__
 
 from .cache import open_cache, redact
 from .coordinator import Coordinator, CoordinatorError
-from .runner import DRAIN, EXIT_NODE_FAULT, LOOP, ONCE, Runner, Stopper
+from .kinds import DownloadWork, MetadataWork
+from .reporting import EXIT_NODE_FAULT
+from .runner import DRAIN, LOOP, ONCE, Runner, Stopper
 from .settings import DEFAULTS, validate, validate_node
 from .storage import backoff_pauses, remove_abandoned_partials, storage_problem
 
@@ -150,19 +152,17 @@ def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progr
         _wait_for_storage(dest, mode, stopper)
         remove_abandoned_partials(dest)
     coordinator = Coordinator(settings["SERVER_URL"], settings["API_KEY"], timeout=settings["HTTP_TIMEOUT"])
-    metadata_cache = open_cache(settings) if kind == TaskKind.METADATA else None
+    work = MetadataWork(open_cache(settings)) if kind == TaskKind.METADATA else DownloadWork(dest)
     runner = Runner(
         coordinator,
-        kind=kind,
+        work=work,
         n=n,
         site=site,
         jobs=jobs or settings["JOBS"],
-        dest=dest,
         mode=mode or ONCE,
         lease_seconds=lease_seconds,
         settings=settings,
         stopper=stopper,
-        cache=metadata_cache,
         progress=sys.stderr.isatty() if progress is None else progress,
     )
     try:

@@ -9,28 +9,25 @@ from __future__ import annotations
 
 import logging
 import signal
-import sqlite3
 import threading
 import time
-from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from common.states import FailureClass, TaskKind
+from common.states import FailureClass
 
 from . import worker
-from .archive import Archive
-from .cache import GuardedCache
 from .coordinator import Coordinator, CoordinatorError
 from .engines import Failure
 from .heartbeat import Heartbeat
+from .kinds import KindOfWork
 from .pool import WorkerPool
+from .reporting import ResultSender, Summary
 from .storage import backoff_pauses, storage_problem
 from .trust import SiteVetting
 
@@ -39,76 +36,6 @@ log = logging.getLogger("fetchfleet")
 ONCE, LOOP, DRAIN = "once", "loop", "drain"
 #: Longest pause between lease requests when the queue is empty (--loop).
 MAX_IDLE_SECONDS = 60
-#: Exit status of a run stopped because the node cannot store files (disk full, read-only).
-EXIT_NODE_FAULT = 4
-
-
-@dataclass
-class Summary:
-    kind: str
-    site: str | None
-    leases: int = 0
-    tasks: int = 0
-    done: int = 0
-    failed: Counter = field(default_factory=Counter)
-    refused: int = 0
-    released: int = 0
-    undelivered: int = 0
-    found: int = 0
-    from_cache: int = 0
-    from_archive: int = 0
-    bytes: int = 0
-    started: float = field(default_factory=time.monotonic)
-    stopped_by: str | None = None
-    retry_after: int | None = None
-    #: Set when the node itself could not go on (disk full, read-only --dest).
-    node_fault: str | None = None
-
-    def line(self) -> str:
-        what = f"{self.kind} {self.site}" if self.site else self.kind
-        elapsed = time.monotonic() - self.started
-        if not self.tasks:
-            hint = f" (the coordinator suggests asking again in {self.retry_after}s)" if self.retry_after else ""
-            return f"{what}: nothing to do{hint}"
-        failed = sum(self.failed.values())
-        parts = [f"{self.done} done", f"{failed} failed"]
-        if failed:
-            parts[-1] += " (" + ", ".join(f"{count} {name}" for name, count in sorted(self.failed.items())) + ")"
-        if self.refused:
-            parts.append(f"{self.refused} refused (lease lost)")
-        if self.released:
-            parts.append(f"{self.released} released")
-        if self.undelivered:
-            parts.append(f"{self.undelivered} results undelivered")
-        if self.kind == TaskKind.METADATA:
-            parts.append(f"{self.found} things found")
-            if self.from_cache:
-                parts.append(f"{self.from_cache} from the cache")
-        else:
-            parts.append(human_bytes(self.bytes))
-            if self.from_archive:
-                parts.append(f"{self.from_archive} already on disk")
-        stopped = f"; stopped by {self.stopped_by}" if self.stopped_by else ""
-        if self.node_fault:
-            stopped += f"; stopped: this node cannot store files ({self.node_fault})"
-        return f"{what}: {', '.join(parts)} in {elapsed:.1f}s ({self.leases} lease(s)){stopped}"
-
-    def exit_code(self) -> int:
-        if self.stopped_by:
-            return 128 + getattr(signal, self.stopped_by).value
-        if self.node_fault:
-            return EXIT_NODE_FAULT
-        if self.failed or self.refused or self.undelivered:
-            return 1
-        return 0
-
-
-def human_bytes(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"
 
 
 class Stopper:
@@ -138,57 +65,6 @@ def _passing(error: CoordinatorError) -> bool:
     return error.status is None or error.status >= 500
 
 
-class ResultSender:
-    """Submits results in small batches: a crash loses little, and the server sees few requests."""
-
-    def __init__(self, coordinator: Coordinator, lease_id: str, summary: Summary, batch: int = 25, every: float = 2.0):
-        self.coordinator = coordinator
-        self.lease_id = lease_id
-        self.summary = summary
-        self.batch = batch
-        self.every = every
-        self.buffer: list[dict[str, Any]] = []
-        self._last = time.monotonic()
-
-    def add(self, result: dict[str, Any]) -> None:
-        self.buffer.append(result)
-        if len(self.buffer) >= self.batch:
-            self.flush()
-
-    def flush_if_due(self) -> None:
-        if self.buffer and time.monotonic() - self._last >= self.every:
-            self.flush()
-
-    def flush(self) -> bool:
-        self._last = time.monotonic()
-        if not self.buffer:
-            return True
-        try:
-            answer = self.coordinator.submit(self.lease_id, self.buffer)
-        except CoordinatorError as error:
-            if error.status == 400:  # our own results are malformed: retrying cannot help
-                log.error("the coordinator rejected %d result(s): %s", len(self.buffer), error.message)
-                self.summary.undelivered += len(self.buffer)
-                self.buffer.clear()
-            else:
-                log.warning("could not submit %d result(s), will retry: %s", len(self.buffer), error.message)
-            return False
-        refused = set(answer.get("conflicts") or [])
-        if refused:
-            log.warning("%d result(s) refused: this lease no longer holds task(s) %s", len(refused), sorted(refused))
-        for result in self.buffer:
-            if result["task_id"] in refused:
-                self.summary.refused += 1
-            elif result["status"] == "done":
-                self.summary.done += 1
-                self.summary.found += len(result.get("found") or ())
-                self.summary.bytes += sum(f["size"] for f in result.get("files") or ())
-            else:
-                self.summary.failed[result["error_class"]] += 1
-        self.buffer.clear()
-        return True
-
-
 @dataclass
 class ActiveLease:
     """A lease being worked on: its results go out through its own sender."""
@@ -207,36 +83,32 @@ class Runner:
         self,
         coordinator: Coordinator,
         *,
-        kind: str,
+        work: KindOfWork,
         n: int,
         settings: dict[str, Any],
         site: str | None = None,
         jobs: int = 1,
-        dest: Path | None = None,
         mode: str = ONCE,
         lease_seconds: int | None = None,
         progress: bool = False,
         stopper: Stopper | None = None,
-        cache: GuardedCache | None = None,
     ):
         self.coordinator = coordinator
-        self.kind = kind
+        #: What differs between metadata and download tasks (``client.kinds``).
+        self.work = work
+        self.kind = work.kind
+        self.dest = getattr(work, "dest", None)
         self.n = n
         self.site = site
         self.jobs = jobs
-        self.dest = dest
         self.mode = mode
         self.lease_seconds = lease_seconds
         self.settings = settings
         self.stopper = stopper or Stopper()
-        self.summary = Summary(kind, site)
+        self.summary = Summary(self.kind, site)
         #: Results not yet delivered (coordinator unreachable): retried before every lease request.
         self.backlog: list[ResultSender] = []
         self.pool: WorkerPool | None = None
-        self.archive = Archive(dest) if kind == TaskKind.DOWNLOAD and dest is not None else None
-        #: Metadata runs consult it before touching a site; fresh resolutions go into it.
-        self.cache = cache if kind == TaskKind.METADATA else None
-        self._resolved: list[tuple[str, str, list[dict]]] = []
         #: Every site a lease describes is checked here first (``client.trust``).
         self.vetting = SiteVetting()
         self.active: dict[str, ActiveLease] = {}
@@ -247,7 +119,7 @@ class Runner:
         self.bar = tqdm(
             total=0,
             unit="task",
-            desc=f"{kind} {site or ''}".strip(),
+            desc=f"{self.kind} {site or ''}".strip(),
             disable=not progress,
             dynamic_ncols=True,
             leave=True,
@@ -288,10 +160,7 @@ class Runner:
             self.bar.close()
             if self.pool is not None:
                 self.pool.close()
-            if self.archive is not None:
-                self.archive.close()
-            if self.cache is not None:
-                self.cache.close()
+            self.work.close()
         return self.summary
 
     # ------------------------------------------------------------ the loop's steps
@@ -360,7 +229,9 @@ class Runner:
 
     def _deliver_backlog(self) -> None:
         """Results first, then new work: delivered before the lease expires, they still count."""
-        self.backlog = [sender for sender in self.backlog if not sender.flush()]
+        for sender in self.backlog:
+            self.summary.count(sender.flush())
+        self.backlog = [sender for sender in self.backlog if not sender.delivered]
 
     def _pool_for(self, lease_sites: dict[str, dict[str, Any]]) -> WorkerPool:
         """Workers that know every accepted site; refused ones never reach them."""
@@ -391,38 +262,30 @@ class Runner:
         heartbeat.start()
         active = ActiveLease(
             lease["lease_id"],
-            ResultSender(self.coordinator, lease["lease_id"], self.summary),
+            ResultSender(self.coordinator, lease["lease_id"]),
             heartbeat,
             {task["id"] for task in tasks},
         )
         self.active[active.id] = active
         self.vetting.add(lease["sites"])
-        refusals = {task["id"]: self.vetting.refusal_for(task) for task in tasks}
+        runnable = []
         for task in tasks:
-            if refusals[task["id"]] is not None:
-                result = Failure(FailureClass.PERMANENT, refusals[task["id"]]).as_result(task["id"])
-                self._finish(task, result, active)
-        tasks = [task for task in tasks if refusals[task["id"]] is None]
-        cached = self.cache.lookup((task["site"], task["url"]) for task in tasks) if self.cache else {}
-        for task in tasks:
-            found = cached.get((task["site"], task["url"]))
-            if found is not None:  # another node (or this one) resolved it recently: no site request
-                self.summary.from_cache += 1
-                self._finish(task, {"task_id": task["id"], "status": "done", "found": found}, active)
-                continue
-            if self.kind == TaskKind.DOWNLOAD:
-                recorded = self.archive.lookup(task["site"], task.get("remote_id"))
-                if recorded is not None:
-                    self.summary.from_archive += 1
-                    self._finish(task, {"task_id": task["id"], "status": "done", "files": recorded}, active)
-                    continue
-                self._submit(lease["sites"], active, task, worker.download, task, str(self.dest))
+            refusal = self.vetting.refusal_for(task)
+            if refusal is None:
+                runnable.append(task)
             else:
-                self._submit(lease["sites"], active, task, worker.resolve, task)
+                self._finish(task, Failure(FailureClass.PERMANENT, refusal).as_result(task["id"]), active)
+        shortcuts = self.work.shortcuts(runnable)  # answered without a job: no site request
+        for task in runnable:
+            if task["id"] in shortcuts:
+                self.summary.shortcuts += 1
+                self._finish(task, shortcuts[task["id"]], active)
+            else:
+                self._submit(lease["sites"], active, task, *self.work.job(task))
 
-    def _submit(self, lease_sites: dict[str, dict[str, Any]], active: ActiveLease, task: dict, *job) -> None:
+    def _submit(self, lease_sites: dict[str, dict[str, Any]], active: ActiveLease, task: dict, function, args) -> None:
         try:
-            self.pending[self._pool_for(lease_sites).submit(*job)] = (task, active)
+            self.pending[self._pool_for(lease_sites).submit(function, *args)] = (task, active)
         except BrokenProcessPool as exc:
             self._worker_died(task, active, exc)
 
@@ -440,7 +303,7 @@ class Runner:
             self._finish(task, result, active, fresh=True)
         self._close_finished()
         for active in self.active.values():
-            active.sender.flush_if_due()
+            self.summary.count(active.sender.flush_if_due())
 
     def _worker_died(self, task: dict, active: ActiveLease, exc: BaseException) -> None:
         """A worker died (out of memory?) or could not start: every pending task fails like
@@ -453,18 +316,14 @@ class Runner:
         if result["status"] == worker.NODE_FAULT:  # stays unfinished: released, never charged
             self._fail_node(result["error"])
             return
-        if result["status"] == "done" and self.archive is not None:
-            self.faults_in_a_row = 0
-            try:
-                self.archive.record(task["site"], task.get("remote_id"), result["files"])
-            except sqlite3.OperationalError as error:  # "database or disk is full": the files stand
-                log.warning("could not note task %s in the node archive: %s", task["id"], error)
-        elif fresh and result["status"] == "done" and self.cache is not None:
-            self._resolved.append((task["site"], task["url"], result["found"]))
-        elif result["status"] == "failed":
+        if fresh:
+            self.work.remember(task, result)
+            if result["status"] == "done":
+                self.faults_in_a_row = 0
+        if result["status"] == "failed":
             log.info("task %s (%s) failed: %s: %s", task["id"], task["url"], result["error_class"], result["error"])
         active.unfinished.discard(task["id"])
-        active.sender.add(result)
+        self.summary.count(active.sender.add(result))
         self.bar.update(1)
 
     def _close_finished(self) -> None:
@@ -474,10 +333,9 @@ class Runner:
     def _end(self, active: ActiveLease) -> None:
         """Deliver what the lease produced and hand back what it did not do."""
         del self.active[active.id]
-        if self.cache is not None:
-            self.cache.store(self._resolved)
-            self._resolved = []
-        if not active.sender.flush():
+        self.work.lease_ended()
+        self.summary.count(active.sender.flush())
+        if not active.sender.delivered:
             self.backlog.append(active.sender)
         active.heartbeat.stop()
         if active.unfinished and not active.heartbeat.lost.is_set():

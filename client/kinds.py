@@ -1,0 +1,112 @@
+"""What differs between the two task kinds on a node, one class each: the shortcut that
+answers a task without a job (the metadata cache; the node's archive of downloads), the
+job a worker runs, what the node remembers of a fresh result, and what a lease's end
+asks for. The runner is the same loop for both."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from common.states import TaskKind
+
+from . import worker
+from .archive import Archive
+from .cache import GuardedCache
+
+log = logging.getLogger("fetchfleet")
+
+Task = dict[str, Any]
+Result = dict[str, Any]
+
+
+class KindOfWork:
+    kind: TaskKind
+
+    def shortcuts(self, tasks: Iterable[Task]) -> dict[int, Result]:
+        """Results for the tasks that need no job, by task id."""
+        return {}
+
+    def job(self, task: Task) -> tuple[Callable[..., Result], tuple]:
+        raise NotImplementedError
+
+    def remember(self, task: Task, result: Result) -> None:
+        """A fresh result came back from a worker."""
+
+    def lease_ended(self) -> None:
+        """Every task of a lease is finished or handed back."""
+
+    def close(self) -> None:
+        pass
+
+
+class MetadataWork(KindOfWork):
+    """Resolves items; a fresh resolution in the shared cache answers without asking the site."""
+
+    kind = TaskKind.METADATA
+
+    def __init__(self, cache: GuardedCache | None):
+        self.cache = cache
+        self._resolved: list[tuple[str, str, list[dict]]] = []
+
+    def shortcuts(self, tasks: Iterable[Task]) -> dict[int, Result]:
+        tasks = list(tasks)
+        if self.cache is None or not tasks:
+            return {}
+        cached = self.cache.lookup((task["site"], task["url"]) for task in tasks)  # one bulk read
+        return {
+            task["id"]: {"task_id": task["id"], "status": "done", "found": cached[(task["site"], task["url"])]}
+            for task in tasks
+            if (task["site"], task["url"]) in cached
+        }
+
+    def job(self, task: Task) -> tuple[Callable[..., Result], tuple]:
+        return worker.resolve, (task,)
+
+    def remember(self, task: Task, result: Result) -> None:
+        if self.cache is not None and result["status"] == "done":
+            self._resolved.append((task["site"], task["url"], result["found"]))
+
+    def lease_ended(self) -> None:
+        if self.cache is not None:
+            self.cache.store(self._resolved)  # one bulk write
+        self._resolved = []
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
+
+
+class DownloadWork(KindOfWork):
+    """Downloads posts into ``dest``; a post this node already holds is reported from disk."""
+
+    kind = TaskKind.DOWNLOAD
+
+    def __init__(self, dest: Path):
+        self.dest = dest
+        self.archive = Archive(dest)
+
+    def shortcuts(self, tasks: Iterable[Task]) -> dict[int, Result]:
+        found = {}
+        for task in tasks:
+            recorded = self.archive.lookup(task["site"], task.get("remote_id"))
+            if recorded is not None:
+                found[task["id"]] = {"task_id": task["id"], "status": "done", "files": recorded}
+        return found
+
+    def job(self, task: Task) -> tuple[Callable[..., Result], tuple]:
+        return worker.download, (task, str(self.dest))
+
+    def remember(self, task: Task, result: Result) -> None:
+        if result["status"] != "done":
+            return
+        try:
+            self.archive.record(task["site"], task.get("remote_id"), result["files"])
+        except sqlite3.OperationalError as error:  # "database or disk is full": the files stand
+            log.warning("could not note task %s in the node archive: %s", task["id"], error)
+
+    def close(self) -> None:
+        self.archive.close()
