@@ -1,0 +1,119 @@
+"""The client's parts on their own, without worker processes: failure classification,
+Retry-After, site vetting, the result sender and the heartbeat against a coordinator
+that answers what each test needs (real HTTP on loopback, served from a thread)."""
+
+from __future__ import annotations
+
+import errno
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from client.coordinator import Coordinator
+from client.engines.base import classify_http, clean_text, json_safe, node_fault_of, parse_retry_after
+from client.heartbeat import Heartbeat
+from client.reporting import ResultSender, Summary, human_bytes
+from client.trust import SiteVetting, url_refusal
+from tests.fake_coordinator import FakeCoordinator
+
+
+@pytest.mark.parametrize(
+    ("header", "low", "high"),
+    [("120", 120, 120), ("0", 0, 0), ("-5", 0, 0), ("soon", None, None), (None, None, None), ("nan", None, None)],
+)
+def test_retry_after_in_seconds(header, low, high):
+    seconds = parse_retry_after(header)
+    assert seconds is None if low is None else low <= seconds <= high
+
+
+def test_retry_after_as_an_http_date():
+    moment = format_datetime(datetime.now(UTC) + timedelta(seconds=90), usegmt=True)
+    assert 80 <= parse_retry_after(moment) <= 91
+
+
+@pytest.mark.parametrize(
+    ("responses", "error_class", "retry_after"),
+    [
+        ([(200, "u", None)], None, None),
+        ([(404, "u", None)], "permanent", None),
+        ([(418, "u", None)], "transient", None),
+        ([(404, "a", None), (503, "b", None)], "transient", None),
+        ([(503, "a", None), (429, "b", "30"), (429, "c", "60")], "rate_limited", 60),
+        ([(429, "b", None)], "rate_limited", None),
+    ],
+)
+def test_the_worst_http_status_of_a_job_decides(responses, error_class, retry_after):
+    failure = classify_http(responses)
+    if error_class is None:
+        assert failure is None
+    else:
+        assert failure.error_class == error_class and failure.retry_after == retry_after
+
+
+def test_disk_conditions_are_node_faults_and_other_errors_are_not():
+    assert "disk full" in str(node_fault_of(OSError(errno.ENOSPC, "No space left on device")))
+    try:
+        raise RuntimeError("a job failed") from OSError(errno.EROFS, "Read-only file system")
+    except RuntimeError as wrapped:
+        assert "read-only" in str(node_fault_of(wrapped))
+    assert node_fault_of("Unable to download data:  OSError: [Errno 122] Disk quota exceeded") is not None
+    assert node_fault_of(OSError(errno.ECONNRESET, "reset")) is None
+    assert node_fault_of("HTTP 404 for http://x/") is None
+
+
+def test_site_text_is_made_storable_on_the_node_too():
+    assert clean_text("a\0b\ud800c") == "abc"
+    assert json_safe({"k\0": ["v\0", {"_private": 1}], "_x": 2}) == {"k": ["v", {}]}
+
+
+def test_vetting_refuses_once_and_tells_each_task_why(caplog):
+    vetting = SiteVetting()
+    evil = {"engine": "yt-dlp", "options": {"cookiefile": "/x"}}
+    with caplog.at_level("WARNING", logger="fetchfleet"):
+        vetting.add({"tube": evil})
+        vetting.add({"tube": evil})  # the same description again: not logged twice
+    assert len(caplog.records) == 1 and "refusing site 'tube'" in caplog.records[0].getMessage()
+    assert vetting.refusal_for({"site": "tube", "url": "http://t/1"}).startswith("refused by this node: options.")
+    assert vetting.refusal_for({"site": "other", "url": "http://t/1"}).endswith("did not describe site 'other'")
+    vetting.add({"tube": {"engine": "yt-dlp", "options": {"format": "best"}}})  # fixed by the operator
+    assert vetting.refusal_for({"site": "tube", "url": "http://t/1"}) is None
+    assert url_refusal("file:///etc/passwd").startswith("refused by this node: only http and https")
+
+
+def test_the_sender_batches_tallies_and_keeps_what_it_could_not_deliver():
+    failing = {"on": True}
+    with FakeCoordinator(fail=lambda path: 500 if failing["on"] else None) as fake:
+        coordinator = Coordinator(fake.url, "k", retries=0)
+        sender = ResultSender(coordinator, "lease-1", batch=2)
+        done = {"task_id": 1, "status": "done", "files": [{"size": 5}], "found": []}
+        assert sender.add(done) is None and fake.results == {}  # below the batch: not sent yet
+        assert sender.flush() is None and not sender.delivered  # 500: kept for a retry
+        failing["on"] = False
+        failed = {"task_id": 2, "status": "failed", "error_class": "transient", "error": "x"}
+        tally = sender.add(failed)  # the batch is full: both go out
+        coordinator.close()
+    assert sender.delivered and set(fake.results) == {1, 2}
+    assert (tally.done, dict(tally.failed), tally.bytes) == (1, {"transient": 1}, 5)
+    summary = Summary("download", "demo", tasks=2)
+    summary.count(tally)
+    assert summary.line().startswith("download demo: 1 done, 1 failed (1 transient), 5 B")
+    assert summary.exit_code() == 1 and human_bytes(12_300_000) == "12.3 MB"
+
+
+def test_a_heartbeat_stops_quietly_when_the_lease_ended_and_says_so_when_it_was_lost():
+    answers = {"status": 409}
+    with FakeCoordinator(fail=lambda path: answers["status"] if path.endswith("/extend") else None) as fake:
+        coordinator = Coordinator(fake.url, "k", retries=0)
+        lost = Heartbeat(coordinator, "lease-1", lease_seconds=1.5)
+        lost.start()
+        lost.join(5)
+        assert lost.lost.is_set()  # a 409 without a final state: someone else holds the tasks now
+        answers["status"] = None
+        alive = Heartbeat(coordinator, "lease-2", lease_seconds=1.5)
+        alive.start()
+        time.sleep(1.2)
+        alive.stop()
+        coordinator.close()
+    assert not alive.lost.is_set() and fake.requests.count("POST /leases/lease-2/extend") >= 1
