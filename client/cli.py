@@ -16,6 +16,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from common.protocol import MAX_BATCH, MIN_BATCH
 from common.settings import ConfigError, load_settings
 from common.states import TaskKind
 from common.version import __version__
@@ -92,12 +93,12 @@ def run_options(command):
 
 
 @main.command()
-@click.argument("n", type=click.IntRange(1, 100))
+@click.argument("n", type=click.IntRange(MIN_BATCH, MAX_BATCH))
 @click.option("--site", help="Only tasks of this site.")
 @run_options
 @click.pass_obj
 def metadata(obj, n, site, jobs, mode, lease_seconds, progress):
-    """Lease N metadata tasks (1-100): find what exists for inventory items, download nothing."""
+    """Lease N metadata tasks (at most 100 at once): find what exists for inventory items, download nothing."""
     sys.exit(
         _run(
             obj,
@@ -114,12 +115,12 @@ def metadata(obj, n, site, jobs, mode, lease_seconds, progress):
 
 @main.command()
 @click.argument("site")
-@click.argument("n", type=click.IntRange(1, 100))
+@click.argument("n", type=click.IntRange(MIN_BATCH, MAX_BATCH))
 @click.option("--dest", type=click.Path(file_okay=False, path_type=Path), help="Download folder [DEST].")
 @run_options
 @click.pass_obj
 def download(obj, site, n, dest, jobs, mode, lease_seconds, progress):
-    """Lease N download tasks (1-100) of SITE and download them into DEST/SITE/."""
+    """Lease N download tasks (at most 100 at once) of SITE and download them into DEST/SITE/."""
     sys.exit(
         _run(
             obj,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from common.protocol import ENDED_LEASE_STATES
+
 from .coordinator import Coordinator, CoordinatorError
 
 log = logging.getLogger("fetchfleet")
@@ -25,7 +27,7 @@ class Heartbeat(threading.Thread):
             try:
                 self.coordinator.extend(self.lease_id)
             except CoordinatorError as error:
-                if error.status == 409 and error.body.get("state") in ("completed", "released"):
+                if error.status == 409 and error.body.get("state") in ENDED_LEASE_STATES:
                     return  # every result arrived (or was handed back) just before this beat
                 if error.status in (404, 409):
                     log.warning(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from common.states import TaskKind
+from common.states import ResultStatus, TaskKind
 
 from . import worker
 from .archive import Archive
@@ -58,7 +58,11 @@ class MetadataWork(KindOfWork):
             return {}
         cached = self.cache.lookup((task["site"], task["url"]) for task in tasks)  # one bulk read
         return {
-            task["id"]: {"task_id": task["id"], "status": "done", "found": cached[(task["site"], task["url"])]}
+            task["id"]: {
+                "task_id": task["id"],
+                "status": ResultStatus.DONE,
+                "found": cached[(task["site"], task["url"])],
+            }
             for task in tasks
             if (task["site"], task["url"]) in cached
         }
@@ -67,7 +71,7 @@ class MetadataWork(KindOfWork):
         return worker.resolve, (task,)
 
     def remember(self, task: Task, result: Result) -> None:
-        if self.cache is not None and result["status"] == "done":
+        if self.cache is not None and result["status"] == ResultStatus.DONE:
             self._resolved.append((task["site"], task["url"], result["found"]))
 
     def lease_ended(self) -> None:
@@ -94,14 +98,14 @@ class DownloadWork(KindOfWork):
         for task in tasks:
             recorded = self.archive.lookup(task["site"], task.get("remote_id"))
             if recorded is not None:
-                found[task["id"]] = {"task_id": task["id"], "status": "done", "files": recorded}
+                found[task["id"]] = {"task_id": task["id"], "status": ResultStatus.DONE, "files": recorded}
         return found
 
     def job(self, task: Task) -> tuple[Callable[..., Result], tuple]:
         return worker.download, (task, str(self.dest))
 
     def remember(self, task: Task, result: Result) -> None:
-        if result["status"] != "done":
+        if result["status"] != ResultStatus.DONE:
             return
         try:
             self.archive.record(task["site"], task.get("remote_id"), result["files"])

@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.states import TaskKind
+from common.states import ResultStatus, TaskKind
 
 from .coordinator import Coordinator, CoordinatorError
 
@@ -157,7 +157,7 @@ class ResultSender:
         for result in self.buffer:
             if result["task_id"] in refused:
                 tally.refused += 1
-            elif result["status"] == "done":
+            elif result["status"] == ResultStatus.DONE:
                 tally.done += 1
                 tally.found += len(result.get("found") or ())
                 tally.bytes += sum(f["size"] for f in result.get("files") or ())

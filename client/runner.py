@@ -19,7 +19,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from common.states import FailureClass
+from common.states import FailureClass, ResultStatus
 
 from . import worker
 from .coordinator import Coordinator, CoordinatorError
@@ -318,9 +318,9 @@ class Runner:
             return
         if fresh:
             self.work.remember(task, result)
-            if result["status"] == "done":
+            if result["status"] == ResultStatus.DONE:
                 self.faults_in_a_row = 0
-        if result["status"] == "failed":
+        if result["status"] == ResultStatus.FAILED:
             log.info("task %s (%s) failed: %s: %s", task["id"], task["url"], result["error_class"], result["error"])
         active.unfinished.discard(task["id"])
         self.summary.count(active.sender.add(result))

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from common.hashing import describe_file
+from common.protocol import LeasedTask, Result
 from common.sites import is_site_name
-from common.states import FailureClass
+from common.states import FailureClass, ResultStatus
 
 from .engines import Engine, Failure, load
 from .engines.base import NodeFault, node_fault_of
@@ -101,7 +102,7 @@ def _engine_for(site: str) -> Engine:
     return _engines[name]
 
 
-def resolve(task: dict[str, Any]) -> dict[str, Any]:
+def resolve(task: LeasedTask) -> Result:
     """A metadata task: what exists at ``task['url']`` on ``task['site']``."""
     try:
         found = _engine_for(task["site"]).resolve(task["url"], task["site"])
@@ -109,10 +110,14 @@ def resolve(task: dict[str, Any]) -> dict[str, Any]:
         return failure.as_result(task["id"])
     except Exception as exc:  # an engine bug must not take the batch down: report it
         return _unexpected(task, exc)
-    return {"task_id": task["id"], "status": "done", "found": [thing.as_wire(task["site"]) for thing in found]}
+    return {
+        "task_id": task["id"],
+        "status": ResultStatus.DONE,
+        "found": [thing.as_wire(task["site"]) for thing in found],
+    }
 
 
-def download(task: dict[str, Any], dest: str) -> dict[str, Any]:
+def download(task: LeasedTask, dest: str) -> Result:
     """A download task: fetch into ``dest/<site>/``, hash, write sidecars, list the files.
 
     Unfinished files live in a folder of this job's own, removed however the job ends:
@@ -147,7 +152,7 @@ def download(task: dict[str, Any], dest: str) -> dict[str, Any]:
         return _unexpected(task, exc)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return {"task_id": task["id"], "status": "done", "files": files}
+    return {"task_id": task["id"], "status": ResultStatus.DONE, "files": files}
 
 
 def node_fault(task: dict[str, Any], fault: NodeFault) -> dict[str, Any]:

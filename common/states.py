@@ -1,4 +1,4 @@
-"""The vocabulary of the wire protocol: task kinds, states and failure classes.
+"""The vocabulary of the wire protocol: task kinds, states, result statuses and failure classes.
 
 Kept as ``str`` enums so values serialize to JSON and compare to plain strings.
 """
@@ -24,6 +24,18 @@ class ItemState(StrEnum):
     FOUND = "found"  # at least one site found something
     NOT_FOUND = "not_found"  # every site gave up finding it
     FAILED = "failed"  # nothing found and at least one site failed for good
+
+
+class LeaseState(StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"  # every task got a result
+    RELEASED = "released"  # handed back by the client
+    EXPIRED = "expired"  # reclaimed: its unfinished tasks went back to the queue
+
+
+class ResultStatus(StrEnum):
+    DONE = "done"  # a download's files, or a resolution's found posts (perhaps none)
+    FAILED = "failed"  # with a failure class
 
 
 class FailureClass(StrEnum):

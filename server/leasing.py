@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from sqlalchemy import bindparam, case, exists, insert, select, update
 from sqlalchemy.orm import Session
 
+from common.protocol import MAX_BATCH, MIN_BATCH
 from common.states import FailureClass, TaskKind, TaskState
 
 from .database import (
@@ -40,7 +41,7 @@ from .database import (
 from .errors import Conflict, InvalidInput, NotFound
 from .item_state import refresh_item_states
 from .models import File, Item, Lease, LeaseState, SiteState, Task
-from .policy import MAX_BATCH, RECLAIM_BATCH, LeasePolicy
+from .policy import RECLAIM_BATCH, LeasePolicy
 from .site_state import cooling_sites, in_flight, set_cooldown
 from .sites import SiteRegistry
 from .transitions import new_download_task
@@ -123,8 +124,8 @@ def lease_tasks(
     """Lease up to ``n`` queued tasks of ``kind`` (of ``site``; downloads need one)."""
     now = now or utcnow()
     kind = _check_kind(kind)
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH:
-        raise InvalidInput.at(["n"], f"must be an integer from 1 to {MAX_BATCH}")
+    if isinstance(n, bool) or not isinstance(n, int) or not MIN_BATCH <= n <= MAX_BATCH:
+        raise InvalidInput.at(["n"], f"must be an integer from {MIN_BATCH} to {MAX_BATCH}")
     if kind == TaskKind.DOWNLOAD and site is None:
         raise InvalidInput.at(["site"], "download leases are per site: name the site")
     if site is not None and site not in sites:

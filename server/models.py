@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from common.states import ItemState, TaskState
+from common.states import ItemState, LeaseState, TaskState
 
 from .database import UTCDateTime, utcnow
 from .extensions import db
@@ -21,13 +21,6 @@ BigId = BigInteger().with_variant(Integer, "sqlite")
 class Role(StrEnum):
     CLIENT = "client"  # lease and submit
     ADMIN = "admin"  # also import inventory and requeue tasks
-
-
-class LeaseState(StrEnum):
-    ACTIVE = "active"
-    COMPLETED = "completed"  # every task got a result
-    RELEASED = "released"  # handed back by the client
-    EXPIRED = "expired"  # reclaimed: its unfinished tasks went back to the queue
 
 
 def _only(condition: str) -> dict:

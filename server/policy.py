@@ -10,7 +10,6 @@ from typing import Any
 
 from common.states import TaskKind
 
-MAX_BATCH = 100
 #: Leases reclaimed per call: bounds the work a single lease request can be charged with.
 RECLAIM_BATCH = 1000
 

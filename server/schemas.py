@@ -6,9 +6,9 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from common.states import FailureClass, ItemState, TaskKind, TaskState
+from common.protocol import MAX_BATCH, MIN_BATCH
+from common.states import FailureClass, ItemState, ResultStatus, TaskKind, TaskState
 
-from .policy import MAX_BATCH
 from .validation import UNSTORABLE, UNSTORABLE_PROBLEM
 
 MAX_RESULTS_PER_SUBMIT = 1000
@@ -82,7 +82,10 @@ class ErrorBodySchema(ma.Schema):
 class LeaseRequestSchema(StrictSchema):
     kind = fields.String(required=True, validate=validate.OneOf([k.value for k in TaskKind]))
     n = fields.Integer(
-        required=True, strict=True, validate=validate.Range(1, MAX_BATCH), metadata={"description": "tasks wanted"}
+        required=True,
+        strict=True,
+        validate=validate.Range(MIN_BATCH, MAX_BATCH),
+        metadata={"description": "tasks wanted"},
     )
     site = fields.String(validate=validate.Length(1, 100), metadata={"description": "required for download leases"})
     lease_seconds = fields.Integer(
@@ -176,7 +179,7 @@ class FileRecordSchema(StrictSchema):
 
 class ResultSchema(StrictSchema):
     task_id = fields.Integer(required=True, strict=True, validate=_ID)
-    status = fields.String(required=True, validate=validate.OneOf(["done", "failed"]))
+    status = fields.String(required=True, validate=validate.OneOf([s.value for s in ResultStatus]))
     found = fields.List(
         fields.Nested(FoundSchema),
         validate=validate.Length(max=MAX_FOUND_PER_RESULT),

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.states import FailureClass
+from common.protocol import FailedResult, FoundPost
+from common.states import FailureClass, ResultStatus
 
 PERMANENT_STATUSES = {400, 401, 403, 404, 405, 410, 451}
 
@@ -35,8 +36,13 @@ class Failure(Exception):
         self.message = clean_text(message)[:2000]
         self.retry_after = retry_after
 
-    def as_result(self, task_id: int) -> dict[str, Any]:
-        result = {"task_id": task_id, "status": "failed", "error_class": self.error_class.value, "error": self.message}
+    def as_result(self, task_id: int) -> FailedResult:
+        result = {
+            "task_id": task_id,
+            "status": ResultStatus.FAILED,
+            "error_class": self.error_class.value,
+            "error": self.message,
+        }
         if self.retry_after is not None:
             result["retry_after"] = self.retry_after
         return result
@@ -84,7 +90,7 @@ class Found:
     url: str
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    def as_wire(self, site: str) -> dict[str, Any]:
+    def as_wire(self, site: str) -> FoundPost:
         """A found post as the coordinator takes it; a URL this node would not fetch
         (``ytdl:``, ``text:``, ``file:``) is left out, for the site's ``post_url`` to name it."""
         wire = {"site": site, "remote_id": self.remote_id, "metadata": self.metadata}

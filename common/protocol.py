@@ -1,0 +1,103 @@
+"""What the coordinator and its nodes exchange, declared once: the shapes of a leased task,
+a result, a file record and a found post, the statuses they carry and the batch limits.
+The coordinator's schemas (``server/schemas.py``, which also make ``/openapi.json``) and
+the client build from these; the vocabulary itself is in ``common.states``.
+
+On the wire a post's metadata is ``metadata`` (the coordinator's column is ``payload``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+from .states import FailureClass, LeaseState, ResultStatus, TaskKind
+
+__all__ = [
+    "ENDED_LEASE_STATES",
+    "MAX_BATCH",
+    "MIN_BATCH",
+    "DoneDownload",
+    "DoneMetadata",
+    "FailedResult",
+    "FailureClass",
+    "FileRecord",
+    "FoundPost",
+    "LeaseState",
+    "LeasedTask",
+    "Result",
+    "ResultStatus",
+    "TaskKind",
+]
+
+#: Tasks one lease may hold: a node asks for ``n`` in this range.
+MIN_BATCH, MAX_BATCH = 1, 100
+#: Lease states after which a heartbeat has nothing to keep alive (all results arrived,
+#: or the node handed its tasks back): not a lost lease.
+ENDED_LEASE_STATES = frozenset({LeaseState.COMPLETED, LeaseState.RELEASED})
+
+
+class ItemRef(TypedDict):
+    id: int
+    key: str
+    title: str | None
+    query: str | None
+    url: str | None
+    extra: dict[str, Any]
+
+
+class LeasedTask(TypedDict):
+    id: int
+    kind: str
+    site: str
+    url: str
+    remote_id: str | None
+    priority: int
+    attempts: int
+    #: Download tasks: the post's metadata as found.
+    metadata: dict[str, Any] | None
+    #: Metadata tasks: the inventory item.
+    item: NotRequired[ItemRef | None]
+
+
+class FileRecord(TypedDict):
+    """A file a node keeps, relative to its ``--dest``."""
+
+    path: str
+    size: int
+    sha256: str
+    mime: str | None
+    phash: str | None
+    dhash: str | None
+
+
+class FoundPost(TypedDict):
+    site: str
+    remote_id: str
+    #: Left out when the site's ``post_url`` names the download URL.
+    url: NotRequired[str]
+    metadata: dict[str, Any]
+
+
+class DoneDownload(TypedDict):
+    task_id: int
+    status: str  # ResultStatus.DONE
+    files: list[FileRecord]
+
+
+class DoneMetadata(TypedDict):
+    task_id: int
+    status: str  # ResultStatus.DONE
+    #: What exists; empty: nothing found (retried with backoff).
+    found: list[FoundPost]
+
+
+class FailedResult(TypedDict):
+    task_id: int
+    status: str  # ResultStatus.FAILED
+    error_class: str  # FailureClass
+    error: str
+    #: rate_limited: seconds the site asked to wait.
+    retry_after: NotRequired[float]
+
+
+Result = DoneDownload | DoneMetadata | FailedResult
