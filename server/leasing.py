@@ -14,7 +14,6 @@ deadlock.
 
 from __future__ import annotations
 
-import functools
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
@@ -22,53 +21,34 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, case, exists, insert, select, update
+from sqlalchemy import case, exists, select, update
 from sqlalchemy.orm import Session
 
 from common.protocol import MAX_BATCH, MIN_BATCH
-from common.states import FailureClass, TaskKind, TaskState
+from common.states import FailureClass, ResultStatus, TaskKind, TaskState
 
+from . import statements
 from .database import (
-    in_list,
     insert_ignore,
     insert_rows,
     is_postgresql,
     prepare_rows,
     read_only,
-    sql_literal,
     utcnow,
 )
 from .errors import Conflict, InvalidInput, NotFound
 from .item_state import refresh_item_states
-from .models import File, Item, Lease, LeaseState, SiteState, Task
-from .policy import RECLAIM_BATCH, LeasePolicy
+from .models import File, Item, Lease, LeaseState, Task
+from .policy import LeasePolicy
 from .site_state import cooling_sites, in_flight, set_cooldown
 from .sites import SiteRegistry
-from .transitions import new_download_task
+from .transitions import failed, metadata_done
 from .validation import MAX_METADATA_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
 
 
-QUEUED, LEASED = sql_literal(TaskState.QUEUED), sql_literal(TaskState.LEASED)
-
 #: The hot paths use Core on the tables: no ORM identity map or unit of work per task.
-TASKS = Task.__table__
-LEASES = Lease.__table__
-SITE_STATES = SiteState.__table__
-_LEASED_COLUMNS = (
-    TASKS.c.id,
-    TASKS.c.kind,
-    TASKS.c.site,
-    TASKS.c.url,
-    TASKS.c.remote_id,
-    TASKS.c.payload,
-    TASKS.c.priority,
-    TASKS.c.attempts,
-    TASKS.c.item_id,
-)
-
-
 class Client(Protocol):
     """Who leases and submits (an API key): only its id and name matter here."""
 
@@ -141,7 +121,7 @@ def lease_tasks(
             return Grant(None, retry_after=policy.empty_queue_retry_after)
 
     lease_id = secrets.token_urlsafe(32)
-    statement = _lease_statement(kind, site is not None)
+    statement = statements.lease_statement(kind, site is not None)
     parameters = {"now": now, "n": n, "new_lease_id": lease_id, "only_site": site}
     result = session.connection().execute(statement, parameters)
     columns, leased = tuple(result.keys()), result.all()
@@ -156,7 +136,7 @@ def lease_tasks(
     length = policy.lease_length(kind, lease_seconds)
     lease = LeaseInfo(lease_id, kind, site, LeaseState.ACTIVE, int(length.total_seconds()), len(leased), now + length)
     session.connection().execute(
-        _INSERT_LEASE,
+        statements.INSERT_LEASE,
         {
             "id": lease.id,
             "kind": kind,
@@ -178,48 +158,6 @@ def lease_tasks(
         for task in tasks:
             task["item"] = items.get(task["item_id"])
     return Grant(lease, tasks)
-
-
-@functools.cache
-def _lease_statement(kind: str, per_site: bool):
-    """The lease statement for one shape of request, built once (it runs on every lease).
-
-    Tasks of a site cooling down (a 429) are left out in the same statement.
-
-    Candidates are picked in a materialized CTE: as ``IN (subquery)`` PostgreSQL may re-run
-    the subquery per row, and with SKIP LOCKED + LIMIT each run skips rows this very
-    statement already updated, so more than ``n`` tasks would be leased.
-    """
-    candidates = (
-        select(TASKS.c.id)
-        .where(TASKS.c.state == QUEUED, TASKS.c.kind == sql_literal(kind), TASKS.c.available_at <= bindparam("now"))
-        .order_by(TASKS.c.priority.desc(), TASKS.c.id)
-        .limit(bindparam("n"))
-        .with_for_update(skip_locked=True)
-    )
-    if per_site:
-        cooling = exists().where(
-            SITE_STATES.c.name == bindparam("only_site"), SITE_STATES.c.cooldown_until > bindparam("now")
-        )
-        candidates = candidates.where(TASKS.c.site == bindparam("only_site"), ~cooling)
-    else:
-        cooling = exists().where(SITE_STATES.c.name == TASKS.c.site, SITE_STATES.c.cooldown_until > bindparam("now"))
-        candidates = candidates.where(~cooling)
-    picked = candidates.cte("picked").prefix_with("MATERIALIZED")
-    return (
-        update(TASKS)
-        .where(TASKS.c.id == picked.c.id, TASKS.c.state == QUEUED)
-        .values(
-            state=TaskState.LEASED,
-            lease_id=bindparam("new_lease_id"),
-            leased_at=bindparam("now"),
-            updated_at=bindparam("now"),
-        )
-        .returning(*_LEASED_COLUMNS)
-    )
-
-
-_INSERT_LEASE = insert(LEASES)
 
 
 def _items_of(session: Session, tasks: Sequence[Any]) -> dict[int, dict[str, Any]]:
@@ -294,7 +232,7 @@ def release_lease(
     if lease.state == LeaseState.ACTIVE:
         statement = (
             update(Task)
-            .where(Task.lease_id == lease.id, Task.state == LEASED)
+            .where(Task.lease_id == lease.id, Task.state == statements.LEASED)
             .values(state=TaskState.QUEUED, lease_id=None, available_at=now, updated_at=now)
             .returning(Task.id)
             .execution_options(synchronize_session=False)
@@ -308,23 +246,13 @@ def release_lease(
 
 
 def _end_lease_if_empty(session: Session, lease: Lease, state: LeaseState, now: datetime) -> None:
-    still_leased = session.scalar(select(exists().where(Task.lease_id == lease.id, Task.state == LEASED)))
+    still_leased = session.scalar(select(exists().where(Task.lease_id == lease.id, Task.state == statements.LEASED)))
     if not still_leased:
         lease.state = state
         lease.ended_at = now
 
 
 # ------------------------------------------------------------------------ reclaim
-
-
-#: Runs on every lease request, so it is built once, and as Core (no ORM per call).
-_EXPIRED_LEASES = (
-    select(LEASES.c.id, LEASES.c.client_id)
-    .where(LEASES.c.state == sql_literal(LeaseState.ACTIVE), LEASES.c.expires_at <= bindparam("now"))
-    .order_by(LEASES.c.id)
-    .limit(RECLAIM_BATCH)
-    .with_for_update(skip_locked=True)
-)
 
 
 def reclaim_expired(session: Session, *, policy: LeasePolicy, now: datetime | None = None) -> int:
@@ -335,7 +263,7 @@ def reclaim_expired(session: Session, *, policy: LeasePolicy, now: datetime | No
     transaction (the next lease request), and skips leases another process is handling.
     """
     now = now or utcnow()
-    expired = session.connection().execute(_EXPIRED_LEASES, {"now": now}).all()
+    expired = session.connection().execute(statements.EXPIRED_LEASES, {"now": now}).all()
     if not expired:
         return 0
     lease_ids = [row.id for row in expired]
@@ -351,7 +279,7 @@ def reclaim_expired(session: Session, *, policy: LeasePolicy, now: datetime | No
     )
     reclaimed = session.execute(
         update(Task)
-        .where(Task.lease_id.in_(lease_ids), Task.state == LEASED)
+        .where(Task.lease_id.in_(lease_ids), Task.state == statements.LEASED)
         .values(
             state=case((Task.attempts + 1 >= max_attempts, TaskState.DEAD), else_=TaskState.QUEUED),
             attempts=Task.attempts + 1,
@@ -421,7 +349,7 @@ def submit_results(
     files = prepare_rows(session, File.__table__, file_rows)
 
     connection = session.connection()  # begins the write transaction
-    lease = connection.execute(_READ_LEASE, {"lease_id": lease_id}).one_or_none()
+    lease = connection.execute(statements.READ_LEASE, {"lease_id": lease_id}).one_or_none()
     try:
         if lease is None or lease.client_id != client.id:
             raise NotFound(f"no lease {lease_id!r} held by {client.name!r}")
@@ -438,20 +366,24 @@ def submit_results(
     if downloads:
         ids = [r["task_id"] for r in downloads]
         parameters = {"ids": ids, "by_lease": lease.id, "by_client": client.id, "now": now}
-        done = set(connection.execute(_downloaded(is_postgresql(session)), parameters).scalars())
+        done = set(connection.execute(statements.downloaded(is_postgresql(session)), parameters).scalars())
         insert_rows(session, files if len(done) == len(ids) else files.where_in("task_id", done))
         outcome.accepted += [r["task_id"] for r in downloads if r["task_id"] in done]
     if others:
         _record_others(session, lease, client, others, sites, policy, now, outcome)
     if lease.state == LeaseState.ACTIVE:
-        connection.execute(_COMPLETE_LEASE, {"of_lease": lease.id, "now": now})
+        connection.execute(statements.COMPLETE_LEASE, {"of_lease": lease.id, "now": now})
     session.commit()
 
     refused = [r["task_id"] for r in downloads if r["task_id"] not in done]
     if refused:  # not held by this lease any more: already recorded by it, or someone else's now
         read_only(session)
         recorded = set(
-            session.scalars(select(TASKS.c.id).where(TASKS.c.id.in_(refused), TASKS.c.result_lease_id == lease.id))
+            session.scalars(
+                select(statements.TASKS.c.id).where(
+                    statements.TASKS.c.id.in_(refused), statements.TASKS.c.result_lease_id == lease.id
+                )
+            )
         )
         session.commit()
         outcome.unchanged += [task_id for task_id in refused if task_id in recorded]
@@ -465,7 +397,9 @@ def submit_results(
 def _record_others(session, lease, client, results, sites, policy, now, outcome: SubmitOutcome) -> None:
     """Failures and metadata results: they depend on each task's attempts, so read first."""
     ids = [r["task_id"] for r in results]
-    held = {row.id: row for row in session.connection().execute(_held(is_postgresql(session)), {"ids": ids})}
+    held = {
+        row.id: row for row in session.connection().execute(statements.held_tasks(is_postgresql(session)), {"ids": ids})
+    }
     changes: list[dict[str, Any]] = []
     found: list[dict[str, Any]] = []
     cooldowns: dict[str, tuple[datetime, str]] = {}
@@ -479,20 +413,28 @@ def _record_others(session, lease, client, results, sites, policy, now, outcome:
             (outcome.unchanged if task.result_lease_id == lease.id else outcome.conflicts).append(task.id)
             continue
         outcome.accepted.append(task.id)
-        change = _base_change(task, lease.id, now)
-        if result["status"] == "done":
-            _record_metadata(change, result, task, client, policy, now, found, sites)
+        if result["status"] == ResultStatus.DONE:
+            change = metadata_done(
+                task, result, lease_id=lease.id, done_by=client.id, policy=policy, sites=sites, now=now
+            )
         else:
-            _record_failure(change, result, task, policy, now, cooldowns)
+            change = failed(task, result, lease_id=lease.id, policy=policy, now=now)
+        changes.append(change.values)
+        found.extend(change.new_downloads)
+        if change.cooldown is not None:
+            until, reason = change.cooldown
+            if task.site not in cooldowns or cooldowns[task.site][0] < until:
+                cooldowns[task.site] = (until, reason)
         if task.kind == TaskKind.METADATA and task.item_id is not None:
             metadata_items.add(task.item_id)
-        changes.append(change)
     if changes:
         session.connection().execute(
-            _CHANGE_TASK, [{f"b_{name}": value for name, value in change.items()} for change in changes]
+            statements.CHANGE_TASK, [{f"b_{name}": value for name, value in change.items()} for change in changes]
         )
     if found:
-        created = session.execute(insert_ignore(session, TASKS).returning(TASKS.c.id), found).all()
+        created = session.execute(
+            insert_ignore(session, statements.TASKS).returning(statements.TASKS.c.id), found
+        ).all()
         outcome.download_tasks_created += len(created)
     for site_name, (until, reason) in cooldowns.items():
         set_cooldown(session, site_name, until, reason, now)
@@ -522,42 +464,6 @@ def _check_result(index: int, result: Mapping[str, Any], kind: str, sites: SiteR
             )
 
 
-_HELD_COLUMNS = (
-    TASKS.c.id,
-    TASKS.c.kind,
-    TASKS.c.site,
-    TASKS.c.state,
-    TASKS.c.lease_id,
-    TASKS.c.result_lease_id,
-    TASKS.c.attempts,
-    TASKS.c.item_id,
-    TASKS.c.priority,
-    TASKS.c.error_class,
-    TASKS.c.last_error,
-    TASKS.c.last_error_at,
-)
-_CHANGED_COLUMNS = (
-    "state",
-    "attempts",
-    "available_at",
-    "lease_id",
-    "result_lease_id",
-    "error_class",
-    "last_error",
-    "last_error_at",
-    "found_count",
-    "done_by",
-    "done_at",
-    "updated_at",
-)
-#: One statement for every per-task outcome of a batch, sent as one executemany.
-_CHANGE_TASK = (
-    update(TASKS)
-    .where(TASKS.c.id == bindparam("b_id"))
-    .values({name: bindparam(f"b_{name}") for name in _CHANGED_COLUMNS})
-)
-
-
 def _file_rows(task_id: int, client_id: int, records, now: datetime) -> list[dict[str, Any]]:
     return [
         {
@@ -573,112 +479,3 @@ def _file_rows(task_id: int, client_id: int, records, now: datetime) -> list[dic
         }
         for record in records
     ]
-
-
-_READ_LEASE = select(LEASES.c.id, LEASES.c.client_id, LEASES.c.kind, LEASES.c.state).where(
-    LEASES.c.id == bindparam("lease_id")
-)
-
-
-@functools.cache
-def _held(postgresql: bool):
-    return select(*_HELD_COLUMNS).where(in_list(TASKS.c.id, "ids", postgresql)).with_for_update()
-
-
-@functools.cache
-def _downloaded(postgresql: bool):
-    """Every download of a batch done, in one statement whatever the batch size; only tasks
-    the lease still holds change, and RETURNING names them."""
-    return (
-        update(TASKS)
-        .where(
-            in_list(TASKS.c.id, "ids", postgresql), TASKS.c.lease_id == bindparam("by_lease"), TASKS.c.state == LEASED
-        )
-        .values(
-            state=TaskState.DONE,
-            lease_id=None,
-            result_lease_id=bindparam("by_lease"),
-            done_by=bindparam("by_client"),
-            done_at=bindparam("now"),
-            available_at=bindparam("now"),
-            updated_at=bindparam("now"),
-        )
-        .returning(TASKS.c.id)
-    )
-
-
-#: The lease is completed when it holds no task any more. Its row is taken with SKIP
-#: LOCKED: a reclaim holding it (PostgreSQL) waits on our task rows, so waiting for it
-#: here would deadlock; the reclaim marks the lease expired instead, which is as good.
-_COMPLETE_LEASE = (
-    update(LEASES)
-    .where(
-        LEASES.c.id.in_(
-            select(LEASES.c.id)
-            .where(LEASES.c.id == bindparam("of_lease"), LEASES.c.state == sql_literal(LeaseState.ACTIVE))
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        ),
-        ~exists().where(TASKS.c.lease_id == bindparam("of_lease"), TASKS.c.state == LEASED),
-    )
-    .values(state=LeaseState.COMPLETED, ended_at=bindparam("now"))
-)
-
-
-def _base_change(task: Any, lease_id: str, now: datetime) -> dict[str, Any]:
-    """Every bulk-update row has the same keys, so SQLAlchemy sends one executemany.
-    The last error a task saw stays on it after a success: "done after a 500" is history
-    worth keeping."""
-    return {
-        "id": task.id,
-        "state": task.state,
-        "attempts": task.attempts,
-        "available_at": now,
-        "lease_id": None,
-        "result_lease_id": lease_id,
-        "error_class": task.error_class,
-        "last_error": task.last_error,
-        "last_error_at": task.last_error_at,
-        "found_count": None,
-        "done_by": None,
-        "done_at": None,
-        "updated_at": now,
-    }
-
-
-def _record_metadata(change, result, task, client, policy: LeasePolicy, now, found, sites: SiteRegistry) -> None:
-    things = result["found"]
-    if things:
-        change.update(state=TaskState.DONE, done_by=client.id, done_at=now, found_count=len(things))
-        for thing in things:
-            site = sites.get(thing["site"])
-            remote_id = str(thing["remote_id"])
-            metadata = thing.get("metadata") or {}
-            url = site.download_url_for(remote_id, metadata, thing.get("url"))
-            found.append(new_download_task(task.item_id, site.name, remote_id, url, metadata, task.priority, now))
-        return
-    attempts = task.attempts + 1
-    change.update(attempts=attempts, found_count=0, last_error="nothing found", last_error_at=now)
-    if attempts >= policy.max_attempts[task.kind]:
-        change["state"] = TaskState.NOT_FOUND
-    else:
-        change.update(state=TaskState.QUEUED, available_at=now + policy.not_found_delay(attempts))
-
-
-def _record_failure(change, result, task, policy: LeasePolicy, now, cooldowns) -> None:
-    error_class = FailureClass(result["error_class"])
-    message = (result.get("error") or error_class.value)[:2000]
-    change.update(error_class=error_class, last_error=message, last_error_at=now)
-    if error_class == FailureClass.RATE_LIMITED:
-        # Not the task's fault: no attempt is charged; the site waits, the task with it.
-        until = now + policy.cooldown(result.get("retry_after"))
-        change.update(state=TaskState.QUEUED, available_at=until)
-        if task.site not in cooldowns or cooldowns[task.site][0] < until:
-            cooldowns[task.site] = (until, message)
-        return
-    attempts = task.attempts + 1
-    change["attempts"] = attempts
-    if error_class == FailureClass.PERMANENT or attempts >= policy.max_attempts[task.kind]:
-        change["state"] = TaskState.DEAD
-    else:
-        change.update(state=TaskState.QUEUED, available_at=now + policy.retry_delay(attempts))

@@ -1,14 +1,20 @@
-"""The rows a task starts as and the values it takes on a fresh start, in one place:
-leasing, the inventory import and the operator's requeue all build them here, so a
-task reset by any of them looks the same (no finished-by, finished-at or found count
-left behind to be counted again)."""
+"""How a task changes, in one place, as pure functions of the task and what happened
+(nothing here touches the database): the row a task starts as, a fresh start (the
+inventory import and the operator's requeue reset a task the same way, with no old
+result left behind to be counted again), and what a result makes of a leased task.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from common.states import TaskKind, TaskState
+from common.states import FailureClass, TaskKind, TaskState
+
+if TYPE_CHECKING:
+    from .policy import LeasePolicy
+    from .sites import SiteRegistry
 
 
 def fresh_start(now: datetime) -> dict[str, Any]:
@@ -62,3 +68,90 @@ def _new_task(
         "created_at": now,
         "updated_at": now,
     }
+
+
+# ------------------------------------------------------------- what a result makes
+
+
+@dataclass
+class Change:
+    """A leased task's new values after a result (every row the same keys: the batch goes
+    out as one executemany), the download tasks it found, and a site cooldown it asks for."""
+
+    values: dict[str, Any]
+    new_downloads: list[dict[str, Any]] = field(default_factory=list)
+    cooldown: tuple[datetime, str] | None = None
+
+
+def _recorded(task: Any, lease_id: str, now: datetime) -> dict[str, Any]:
+    """The values every result sets. The last error a task saw stays on it after a
+    success: "done after a 500" is history worth keeping."""
+    return {
+        "id": task.id,
+        "state": task.state,
+        "attempts": task.attempts,
+        "available_at": now,
+        "lease_id": None,
+        "result_lease_id": lease_id,
+        "error_class": task.error_class,
+        "last_error": task.last_error,
+        "last_error_at": task.last_error_at,
+        "found_count": None,
+        "done_by": None,
+        "done_at": None,
+        "updated_at": now,
+    }
+
+
+def metadata_done(
+    task: Any,
+    result: dict[str, Any],
+    *,
+    lease_id: str,
+    done_by: int,
+    policy: LeasePolicy,
+    sites: SiteRegistry,
+    now: datetime,
+) -> Change:
+    """A resolution: done with the download tasks of what it found, or, finding nothing,
+    tried again later (not found for good after the last attempt)."""
+    values = _recorded(task, lease_id, now)
+    things = result["found"]
+    if things:
+        values.update(state=TaskState.DONE, done_by=done_by, done_at=now, found_count=len(things))
+        downloads = []
+        for thing in things:
+            site = sites.get(thing["site"])
+            remote_id = str(thing["remote_id"])
+            metadata = thing.get("metadata") or {}
+            url = site.download_url_for(remote_id, metadata, thing.get("url"))
+            downloads.append(new_download_task(task.item_id, site.name, remote_id, url, metadata, task.priority, now))
+        return Change(values, downloads)
+    attempts = task.attempts + 1
+    values.update(attempts=attempts, found_count=0, last_error="nothing found", last_error_at=now)
+    if attempts >= policy.max_attempts[task.kind]:
+        values["state"] = TaskState.NOT_FOUND
+    else:
+        values.update(state=TaskState.QUEUED, available_at=now + policy.not_found_delay(attempts))
+    return Change(values)
+
+
+def failed(task: Any, result: dict[str, Any], *, lease_id: str, policy: LeasePolicy, now: datetime) -> Change:
+    """A failure by its class: permanent is dead at once; transient retries with backoff
+    until the last attempt; rate limited charges nothing and cools the whole site down."""
+    values = _recorded(task, lease_id, now)
+    error_class = FailureClass(result["error_class"])
+    message = (result.get("error") or error_class.value)[:2000]
+    values.update(error_class=error_class, last_error=message, last_error_at=now)
+    if error_class == FailureClass.RATE_LIMITED:
+        # Not the task's fault: no attempt is charged; the site waits, the task with it.
+        until = now + policy.cooldown(result.get("retry_after"))
+        values.update(state=TaskState.QUEUED, available_at=until)
+        return Change(values, cooldown=(until, message))
+    attempts = task.attempts + 1
+    values["attempts"] = attempts
+    if error_class == FailureClass.PERMANENT or attempts >= policy.max_attempts[task.kind]:
+        values["state"] = TaskState.DEAD
+    else:
+        values.update(state=TaskState.QUEUED, available_at=now + policy.retry_delay(attempts))
+    return Change(values)

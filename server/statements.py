@@ -1,0 +1,176 @@
+"""Every SQL statement of the hot path, named and built once (procrastinate keeps its
+queries in one place the same way): leasing, reclaiming, recording results, completing
+a lease. ``server.leasing`` runs them; ``bench/ceiling_app.py`` is measured against
+what they do (its "every statement" variant writes the same rows by hand).
+
+Core on the tables, no ORM identity map or unit of work per task; fixed vocabulary
+(states, kinds) is written into the SQL text, so PostgreSQL's generic plans still match
+the partial indexes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from sqlalchemy import bindparam, exists, insert, select, update
+
+from common.states import LeaseState, TaskState
+
+from .database import in_list, sql_literal
+from .models import Lease, SiteState, Task
+from .policy import RECLAIM_BATCH
+
+QUEUED, LEASED = sql_literal(TaskState.QUEUED), sql_literal(TaskState.LEASED)
+
+TASKS = Task.__table__
+LEASES = Lease.__table__
+SITE_STATES = SiteState.__table__
+LEASED_COLUMNS = (
+    TASKS.c.id,
+    TASKS.c.kind,
+    TASKS.c.site,
+    TASKS.c.url,
+    TASKS.c.remote_id,
+    TASKS.c.payload,
+    TASKS.c.priority,
+    TASKS.c.attempts,
+    TASKS.c.item_id,
+)
+
+
+@functools.cache
+def lease_statement(kind: str, per_site: bool):
+    """The lease statement for one shape of request, built once (it runs on every lease).
+
+    Tasks of a site cooling down (a 429) are left out in the same statement.
+
+    Candidates are picked in a materialized CTE: as ``IN (subquery)`` PostgreSQL may re-run
+    the subquery per row, and with SKIP LOCKED + LIMIT each run skips rows this very
+    statement already updated, so more than ``n`` tasks would be leased.
+    """
+    candidates = (
+        select(TASKS.c.id)
+        .where(TASKS.c.state == QUEUED, TASKS.c.kind == sql_literal(kind), TASKS.c.available_at <= bindparam("now"))
+        .order_by(TASKS.c.priority.desc(), TASKS.c.id)
+        .limit(bindparam("n"))
+        .with_for_update(skip_locked=True)
+    )
+    if per_site:
+        cooling = exists().where(
+            SITE_STATES.c.name == bindparam("only_site"), SITE_STATES.c.cooldown_until > bindparam("now")
+        )
+        candidates = candidates.where(TASKS.c.site == bindparam("only_site"), ~cooling)
+    else:
+        cooling = exists().where(SITE_STATES.c.name == TASKS.c.site, SITE_STATES.c.cooldown_until > bindparam("now"))
+        candidates = candidates.where(~cooling)
+    picked = candidates.cte("picked").prefix_with("MATERIALIZED")
+    return (
+        update(TASKS)
+        .where(TASKS.c.id == picked.c.id, TASKS.c.state == QUEUED)
+        .values(
+            state=TaskState.LEASED,
+            lease_id=bindparam("new_lease_id"),
+            leased_at=bindparam("now"),
+            updated_at=bindparam("now"),
+        )
+        .returning(*LEASED_COLUMNS)
+    )
+
+
+INSERT_LEASE = insert(LEASES)
+
+
+#: Runs on every lease request, so it is built once, and as Core (no ORM per call).
+EXPIRED_LEASES = (
+    select(LEASES.c.id, LEASES.c.client_id)
+    .where(LEASES.c.state == sql_literal(LeaseState.ACTIVE), LEASES.c.expires_at <= bindparam("now"))
+    .order_by(LEASES.c.id)
+    .limit(RECLAIM_BATCH)
+    .with_for_update(skip_locked=True)
+)
+
+
+HELD_COLUMNS = (
+    TASKS.c.id,
+    TASKS.c.kind,
+    TASKS.c.site,
+    TASKS.c.state,
+    TASKS.c.lease_id,
+    TASKS.c.result_lease_id,
+    TASKS.c.attempts,
+    TASKS.c.item_id,
+    TASKS.c.priority,
+    TASKS.c.error_class,
+    TASKS.c.last_error,
+    TASKS.c.last_error_at,
+)
+CHANGED_COLUMNS = (
+    "state",
+    "attempts",
+    "available_at",
+    "lease_id",
+    "result_lease_id",
+    "error_class",
+    "last_error",
+    "last_error_at",
+    "found_count",
+    "done_by",
+    "done_at",
+    "updated_at",
+)
+#: One statement for every per-task outcome of a batch, sent as one executemany.
+CHANGE_TASK = (
+    update(TASKS)
+    .where(TASKS.c.id == bindparam("b_id"))
+    .values({name: bindparam(f"b_{name}") for name in CHANGED_COLUMNS})
+)
+
+
+READ_LEASE = select(LEASES.c.id, LEASES.c.client_id, LEASES.c.kind, LEASES.c.state).where(
+    LEASES.c.id == bindparam("lease_id")
+)
+
+
+@functools.cache
+def held_tasks(postgresql: bool):
+    return select(*HELD_COLUMNS).where(in_list(TASKS.c.id, "ids", postgresql)).with_for_update()
+
+
+@functools.cache
+def downloaded(postgresql: bool):
+    """Every download of a batch done, in one statement whatever the batch size; only tasks
+    the lease still holds change, and RETURNING names them."""
+    return (
+        update(TASKS)
+        .where(
+            in_list(TASKS.c.id, "ids", postgresql), TASKS.c.lease_id == bindparam("by_lease"), TASKS.c.state == LEASED
+        )
+        .values(
+            state=TaskState.DONE,
+            lease_id=None,
+            result_lease_id=bindparam("by_lease"),
+            done_by=bindparam("by_client"),
+            done_at=bindparam("now"),
+            available_at=bindparam("now"),
+            updated_at=bindparam("now"),
+        )
+        .returning(TASKS.c.id)
+    )
+
+
+#: The lease is completed when it holds no task any more. Its row is taken with SKIP
+#: LOCKED: a reclaim holding it (PostgreSQL) waits on our task rows, so waiting for it
+#: here would deadlock; the reclaim marks the lease expired instead, which is as good.
+COMPLETE_LEASE = (
+    update(LEASES)
+    .where(
+        LEASES.c.id.in_(
+            select(LEASES.c.id)
+            .where(LEASES.c.id == bindparam("of_lease"), LEASES.c.state == sql_literal(LeaseState.ACTIVE))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        ),
+        ~exists().where(TASKS.c.lease_id == bindparam("of_lease"), TASKS.c.state == LEASED),
+    )
+    .values(state=LeaseState.COMPLETED, ended_at=bindparam("now"))
+)
