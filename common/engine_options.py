@@ -212,8 +212,14 @@ def gallery_dl_categories() -> frozenset[str]:
     return frozenset(name for name in names if name)
 
 
-def vet_gallery_dl(options: Mapping[str, Any], where: str = "options") -> dict[str, Any]:
-    """``{"extractor": {<engine>: {<instance>: {"root": URL}}, <category>: {OPTS}}}`` and nothing else."""
+def vet_gallery_dl(
+    options: Mapping[str, Any], where: str = "options", categories: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """``{"extractor": {<engine>: {<instance>: {"root": URL}}, <category>: {OPTS}}}`` and nothing else.
+
+    ``categories``: gallery-dl's own (``gallery_dl_categories()``) to check names against;
+    None skips that check (the coordinator, which does not load every extractor).
+    """
     unknown = sorted(set(options) - {"extractor"})
     if unknown:
         raise Refused(f"{where}.{unknown[0]}: not allowed; a site's gallery-dl options live under 'extractor'")
@@ -227,11 +233,12 @@ def vet_gallery_dl(options: Mapping[str, Any], where: str = "options") -> dict[s
             raise Refused(f"{here}: not allowed; only per-category option mappings are accepted")
         for key, entry in value.items():
             if isinstance(entry, Mapping) and name in GALLERY_DL_INSTANCE_ENGINES:
-                _vet_instance(f"{here}.{key}", key, entry)
+                _vet_instance(f"{here}.{key}", key, entry, categories)
                 declared.add(key)
     for name, value in extractor_options.items():
         here = f"{where}.extractor.{name}"
-        if name not in GALLERY_DL_INSTANCE_ENGINES and name not in declared and name not in gallery_dl_categories():
+        known = name in GALLERY_DL_INSTANCE_ENGINES or name in declared or categories is None or name in categories
+        if not known:
             raise Refused(f"{here}: gallery-dl has no category {name!r} and no instance of that name is declared")
         for key, entry in value.items():
             if isinstance(entry, Mapping) and name in GALLERY_DL_INSTANCE_ENGINES:
@@ -243,10 +250,10 @@ def vet_gallery_dl(options: Mapping[str, Any], where: str = "options") -> dict[s
     return {"extractor": {name: dict(value) for name, value in extractor_options.items()}}
 
 
-def _vet_instance(where: str, name: str, entry: Mapping[str, Any]) -> None:
+def _vet_instance(where: str, name: str, entry: Mapping[str, Any], categories: frozenset[str] | None) -> None:
     if not _INSTANCE_NAME.fullmatch(name):
         raise Refused(f"{where}: an instance name is 2-31 of a-z 0-9 starting with a letter")
-    if name in gallery_dl_categories():
+    if categories is not None and name in categories:
         raise Refused(f"{where}: {name!r} is one of gallery-dl's own categories; pick another instance name")
     if "root" not in entry:
         raise Refused(f"{where}: an instance needs a 'root'")
@@ -298,7 +305,7 @@ YT_DLP_OPTIONS: dict[str, Check] = {
 }
 
 
-def vet_yt_dlp(options: Mapping[str, Any], where: str = "options") -> dict[str, Any]:
+def vet_yt_dlp(options: Mapping[str, Any], where: str = "options", categories: object = None) -> dict[str, Any]:
     for key, value in options.items():
         check = YT_DLP_OPTIONS.get(key)
         if check is None:
@@ -313,7 +320,7 @@ _VETTERS = {"gallery-dl": vet_gallery_dl, "yt-dlp": vet_yt_dlp}
 # ----------------------------------------------------------------------- sites
 
 
-def vet_site(name: Any, info: Any) -> dict[str, Any]:
+def vet_site(name: Any, info: Any, *, check_categories: bool = True) -> dict[str, Any]:
     """A site as the coordinator describes it, checked: ``{"engine", "options"}``."""
     if not is_site_name(name):
         raise Refused(f"site name {name!r} is not allowed: {SITE_NAME_RULE}")
@@ -325,5 +332,6 @@ def vet_site(name: Any, info: Any) -> dict[str, Any]:
     options = info.get("options") or {}
     if not isinstance(options, Mapping):
         raise Refused(f"site {name!r}: options must be a mapping")
-    _VETTERS[engine](options)  # raises Refused
+    categories = gallery_dl_categories() if check_categories and engine == "gallery-dl" else None
+    _VETTERS[engine](options, categories=categories)  # raises Refused
     return {"engine": engine, "options": dict(options)}

@@ -124,7 +124,9 @@ def _parse_site(name: Any, spec: Any) -> Site:
     if not isinstance(options, Mapping):
         raise ConfigError(f"{where}.options must be a mapping")
     try:  # the same allow-list every node applies: better to hear it now than from failed tasks
-        vet_site(name, {"engine": engine, "options": options})
+        # (all but the names of gallery-dl's own categories: knowing them means loading
+        # every extractor, ~20 MB in each coordinator process; the nodes check those)
+        vet_site(name, {"engine": engine, "options": options}, check_categories=False)
     except Refused as refusal:
         raise ConfigError(f"{where}: nodes would refuse this site: {refusal}") from None
     return Site(name, engine, search_url, tuple(compiled), post_url, limit, dict(options))
