@@ -42,7 +42,7 @@ from .models import File, Item, Lease, LeaseState, Task
 from .policy import LeasePolicy
 from .site_state import cooling_sites, in_flight, set_cooldown
 from .sites import SiteRegistry
-from .transitions import failed, metadata_done
+from .transitions import failed, file_rows, metadata_done
 from .validation import MAX_METADATA_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
@@ -345,8 +345,8 @@ def submit_results(
                 raise InvalidInput.at(where, f"nests deeper than {MAX_METADATA_DEPTH} levels")
     # Only a download lease records files; a metadata result carries none.
     finished = [r for r in results if r["status"] == "done" and r.get("files")]
-    file_rows = [row for r in finished for row in _file_rows(r["task_id"], client.id, r["files"], now)]
-    files = prepare_rows(session, File.__table__, file_rows)
+    rows = [row for r in finished for row in file_rows(r["task_id"], client.id, r["files"], now)]
+    files = prepare_rows(session, File.__table__, rows)
 
     connection = session.connection()  # begins the write transaction
     lease = connection.execute(statements.READ_LEASE, {"lease_id": lease_id}).one_or_none()
@@ -462,20 +462,3 @@ def _check_result(index: int, result: Mapping[str, Any], kind: str, sites: SiteR
             raise InvalidInput.at(
                 [*where, "found", position, "url"], f"site {site.name!r} has no post_url: send the url"
             )
-
-
-def _file_rows(task_id: int, client_id: int, records, now: datetime) -> list[dict[str, Any]]:
-    return [
-        {
-            "task_id": task_id,
-            "client_id": client_id,
-            "path": record["path"],
-            "size": record["size"],
-            "sha256": record["sha256"].lower(),
-            "mime": record.get("mime"),
-            "phash": record.get("phash"),
-            "dhash": record.get("dhash"),
-            "created_at": now,
-        }
-        for record in records
-    ]

@@ -70,6 +70,24 @@ def _new_task(
     }
 
 
+def file_rows(task_id: int, client_id: int, records, now: datetime) -> list[dict[str, Any]]:
+    """The file records of a done download, as rows (built before the write transaction)."""
+    return [
+        {
+            "task_id": task_id,
+            "client_id": client_id,
+            "path": record["path"],
+            "size": record["size"],
+            "sha256": record["sha256"].lower(),
+            "mime": record.get("mime"),
+            "phash": record.get("phash"),
+            "dhash": record.get("dhash"),
+            "created_at": now,
+        }
+        for record in records
+    ]
+
+
 # ------------------------------------------------------------- what a result makes
 
 

@@ -117,3 +117,25 @@ def test_a_heartbeat_stops_quietly_when_the_lease_ended_and_says_so_when_it_was_
         alive.stop()
         coordinator.close()
     assert not alive.lost.is_set() and fake.requests.count("POST /leases/lease-2/extend") >= 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["metadata", "0"], "0 is not in the range 1<=x<=100"),
+        (["metadata", "abc"], "'abc' is not a valid integer"),
+        (["metadata", "101"], "101 is not in the range"),
+        (["download", "demo"], "Missing argument 'N'"),
+        (["download", "demo", "5", "--jobs", "0"], "0 is not in the range 1<=x<=64"),
+        (["--server", "ftp://x", "metadata", "5"], "SERVER_URL must be an http(s) URL"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_readable_line(args, message, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from client.cli import main
+
+    (tmp_path / "empty.py").write_text("")
+    monkeypatch.setenv("FETCHFLEET_CONFIG", str(tmp_path / "empty.py"))
+    result = CliRunner().invoke(main, ["--key", "k", *args])
+    assert result.exit_code == 2 and message in result.output, result.output
