@@ -26,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from demo.processes import REPO_ROOT
+from support.processes import REPO_ROOT
 
 from . import memory, pipeline, report, scaling, throughput
 

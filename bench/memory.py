@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from demo.processes import start_coordinator
+from support.proc import children, rss_bytes
+from support.processes import start_coordinator
 
 from . import fill
-from .sampling import children, rss_bytes
 from .throughput import WORKERS, database, start_wrk
 
 

@@ -21,10 +21,10 @@ import requests
 from sqlalchemy import create_engine, text
 
 from demo.catalog import Catalog
-from demo.processes import REPO_ROOT, demo_sites, start_coordinator, start_demo_site
+from support.proc import PeakRss
+from support.processes import REPO_ROOT, demo_sites, start_coordinator, start_demo_site
 
 from . import fill
-from .sampling import PeakRss
 
 
 def _count(folder: Path) -> tuple[int, int]:

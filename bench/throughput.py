@@ -16,10 +16,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from demo.processes import REPO_ROOT, VENV_BIN, coordinator_env, free_port, start_server
+from support.proc import cpu_seconds, machine_busy, tree
+from support.processes import REPO_ROOT, VENV_BIN, coordinator_env, free_port, start_server
 
 from . import fill
-from .sampling import cpu_seconds, machine_busy, tree
 
 LUA = REPO_ROOT / "bench" / "lease_submit.lua"
 APPS = {

@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import requests
 
-from .processes import REPO_ROOT, demo_sites, start_coordinator, start_demo_site
+from support.processes import REPO_ROOT, demo_sites, start_coordinator, start_demo_site
 
 #: Short backoffs so the demo shows a failed task coming back and succeeding.
 DEMO_SETTINGS = {

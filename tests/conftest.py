@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
@@ -174,6 +173,3 @@ def actions(app, client) -> Actions:
 @pytest.fixture
 def backend(database_url) -> str:
     return "sqlite" if database_url.startswith("sqlite") else "postgresql"
-
-
-REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from demo.processes import REPO_ROOT, ServerProcess, demo_sites, start_coordinator
+from support.processes import REPO_ROOT, ServerProcess, demo_sites, start_coordinator
 
 #: Short backoffs and few attempts so retries happen within a test.
 FAST_RETRIES = {

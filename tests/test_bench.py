@@ -16,7 +16,7 @@ import sys
 import pytest
 
 from bench import report
-from demo.processes import REPO_ROOT
+from support.processes import REPO_ROOT
 
 
 def _bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ import requests
 from client.cache.base import GuardedCache, redact
 from client.cache.couch import CouchCache
 from client.cache.file import FileCache
-from tests.couch import start_couchdb
+from support.couch import start_couchdb
 
 T0 = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 URL = "http://booru.test/post?tags=cats"
@@ -190,7 +190,7 @@ def test_cache_status_reads_replication_state_from_couchdb_3_s_scheduler(tmp_pat
 
     from werkzeug.serving import make_server
 
-    from demo.processes import REPO_ROOT
+    from support.processes import REPO_ROOT
 
     database = "fetchfleet_cache"
     docs = {

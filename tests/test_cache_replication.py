@@ -9,8 +9,8 @@ import time
 import pytest
 import requests
 
-from demo.processes import start_demo_site
-from tests.couch import start_couchdb
+from support.couch import start_couchdb
+from support.processes import start_demo_site
 from tests.fleet import Fleet
 
 #: Real processes (servers, nodes): ``make test-fast`` leaves these out.

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from demo.processes import REPO_ROOT
+from support.processes import REPO_ROOT
 
 #: Real processes (servers, nodes): ``make test-fast`` leaves these out.
 pytestmark = pytest.mark.e2e

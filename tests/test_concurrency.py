@@ -19,8 +19,8 @@ import requests
 from sqlalchemy import func, select
 
 from common.version import CLIENT_VERSION_HEADER, __version__
+from support.processes import start_coordinator
 from tests.helpers import SHA, TEST_SITES
-from tests.servers import start_coordinator
 
 #: Real processes (servers, nodes): ``make test-fast`` leaves these out.
 pytestmark = pytest.mark.e2e

@@ -10,14 +10,12 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
 
+from common.settings import REPO_ROOT
 from server.database import WriterQueuedConnection, engine_options, install_sqlite_behaviour
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture

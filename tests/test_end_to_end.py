@@ -21,7 +21,7 @@ import requests
 
 from common.hashing import hamming
 from demo.catalog import Catalog, video_bytes
-from demo.processes import REPO_ROOT, start_demo_site
+from support.processes import REPO_ROOT, start_demo_site
 from tests.fleet import FAST_RETRIES, Fleet, kill_group
 
 #: Real processes (servers, nodes): ``make test-fast`` leaves these out.
@@ -356,7 +356,7 @@ def test_the_whole_loop_on_postgresql(site, tmp_path, postgres_url):
 
 
 def test_a_looping_client_survives_a_coordinator_restart(site, tmp_path):
-    from demo.processes import start_coordinator
+    from support.processes import start_coordinator
 
     slow_site = start_demo_site(tmp_path, latency=0.3)
     fleet = Fleet.start(slow_site, tmp_path, f"sqlite:///{tmp_path / 'coordinator.sqlite3'}")

@@ -210,8 +210,8 @@ def _import_peak_rss(tmp_path, rows: int, database_url: str) -> tuple[int, str]:
     import subprocess
     import sys
 
+    from support.processes import REPO_ROOT, coordinator_env
     from tests.helpers import TEST_SITES
-    from tests.servers import REPO_ROOT, coordinator_env
 
     path = tmp_path / f"inventory-{rows}.csv"
     with open(path, "w", encoding="utf-8") as out:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from demo.processes import REPO_ROOT, demo_sites, start_demo_site
+from support.processes import REPO_ROOT, demo_sites, start_demo_site
 from tests.fake_coordinator import FakeCoordinator
 from tests.fleet import Fleet, kill_group
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from common.engine_options import Refused, vet_site
-from demo.processes import REPO_ROOT, demo_sites, start_demo_site
+from support.processes import REPO_ROOT, demo_sites, start_demo_site
 from tests.fake_coordinator import FakeCoordinator
 
 

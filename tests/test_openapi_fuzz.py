@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from demo.processes import VENV_BIN, start_coordinator
+from support.processes import VENV_BIN, start_coordinator
 from tests.helpers import TEST_SITES
 
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance"

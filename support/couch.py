@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from demo.processes import REPO_ROOT, ServerProcess, free_port, start_server
+from support.processes import REPO_ROOT, ServerProcess, free_port, start_server
 
 POUCHDB_SERVER = REPO_ROOT / "node_modules" / ".bin" / "pouchdb-server"
 

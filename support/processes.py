@@ -20,7 +20,8 @@ from pathlib import Path
 
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from common.settings import REPO_ROOT
+
 VENV_BIN = Path(sys.executable).parent
 
 
