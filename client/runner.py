@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ class Runner:
         lease_seconds: int | None = None,
         progress: bool = False,
         stopper: Stopper | None = None,
+        pool_factory: Callable[[int, dict[str, Any], dict[str, dict[str, Any]]], WorkerPool] = WorkerPool,
     ):
         self.coordinator = coordinator
         #: What differs between metadata and download tasks (``client.kinds``).
@@ -105,6 +107,8 @@ class Runner:
         self.lease_seconds = lease_seconds
         self.settings = settings
         self.stopper = stopper or Stopper()
+        #: Makes the worker pool (jobs, settings, sites): worker processes, or a test's threads.
+        self.pool_factory = pool_factory
         self.summary = Summary(self.kind, site)
         #: Results not yet delivered (coordinator unreachable): retried before every lease request.
         self.backlog: list[ResultSender] = []
@@ -246,7 +250,7 @@ class Runner:
         sites = dict(self.vetting.accepted)
         if self.pool is not None:
             self.pool.close()
-        self.pool = WorkerPool(self.jobs, self.settings, sites)
+        self.pool = self.pool_factory(self.jobs, self.settings, sites)
         return self.pool
 
     # ------------------------------------------------------------ one lease's life

@@ -139,3 +139,116 @@ def test_usage_errors_exit_2_with_one_readable_line(args, message, tmp_path, mon
     monkeypatch.setenv("FETCHFLEET_CONFIG", str(tmp_path / "empty.py"))
     result = CliRunner().invoke(main, ["--key", "k", *args])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+# ------------------------------------------------------------- the runner's loop
+
+
+class ThreadPool:
+    """The worker pool's interface over threads: the runner's loop without processes."""
+
+    def __init__(self, jobs, settings, sites):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.sites = sites
+        self._executor = ThreadPoolExecutor(jobs)
+
+    def knows(self, sites):
+        return all(self.sites.get(name) == info for name, info in sites.items())
+
+    def submit(self, function, *args):
+        return self._executor.submit(function, *args)
+
+    def close(self):
+        self._executor.shutdown(wait=True)
+
+    kill = close
+
+
+class ScriptedWork:
+    """A kind of work whose job answers from a script: task id -> result status."""
+
+    kind = "download"
+
+    def __init__(self, script: dict[int, str], dest=None):
+        self.script = script
+        self.dest = dest
+        self.remembered: list[int] = []
+        self.ended = 0
+
+    def shortcuts(self, tasks):
+        return {}
+
+    def job(self, task):
+        return self.run, (task,)
+
+    def run(self, task):
+        answer = self.script[task["id"]]
+        if answer == "done":
+            return {"task_id": task["id"], "status": "done", "files": [{"path": "s/1", "size": 3}]}
+        if answer == "disk full":
+            return {"task_id": task["id"], "status": "node_fault", "error": "disk full: [Errno 28]"}
+        return {"task_id": task["id"], "status": "failed", "error_class": answer, "error": "HTTP 404"}
+
+    def remember(self, task, result):
+        self.remembered.append(task["id"])
+
+    def lease_ended(self):
+        self.ended += 1
+
+    def close(self):
+        pass
+
+
+SITE = {"demo": {"engine": "gallery-dl", "options": {}}}
+
+
+def lease_of(*ids: int, site: str = "demo") -> dict:
+    return {
+        "sites": {site: SITE.get(site, {"engine": "gallery-dl"})},
+        "tasks": [{"id": i, "site": site, "url": f"http://d/{i}"} for i in ids],
+    }
+
+
+def run_runner(fake: FakeCoordinator, work: ScriptedWork, mode: str = "drain"):
+    from client.runner import Runner
+
+    coordinator = Coordinator(fake.url, "k", retries=0)
+    runner = Runner(coordinator, work=work, n=10, settings={}, site="demo", jobs=2, mode=mode, pool_factory=ThreadPool)
+    try:
+        return runner.run()
+    finally:
+        coordinator.close()
+
+
+def test_the_runner_leases_runs_and_reports_every_task_of_every_lease():
+    work = ScriptedWork({1: "done", 2: "permanent", 3: "done"})
+    with FakeCoordinator(leases=[lease_of(1, 2), lease_of(3)], sites=SITE) as fake:
+        summary = run_runner(fake, work)
+    assert {task_id: result["status"] for task_id, result in fake.results.items()} == {
+        1: "done",
+        2: "failed",
+        3: "done",
+    }
+    assert (summary.leases, summary.done, dict(summary.failed), summary.bytes) == (2, 2, {"permanent": 1}, 6)
+    assert sorted(work.remembered) == [1, 2, 3] and work.ended == 2 and summary.exit_code() == 1
+
+
+def test_a_node_fault_hands_the_lease_back_uncharged_and_a_one_shot_run_exits_4(tmp_path):
+    work = ScriptedWork({1: "disk full", 2: "done"}, dest=tmp_path)
+    with FakeCoordinator(leases=[lease_of(1, 2)], sites=SITE) as fake:
+        summary = run_runner(fake, work, mode="once")
+    assert 1 not in fake.results and 1 in fake.released  # never reported as failed: handed back
+    assert summary.node_fault.startswith("disk full") and summary.exit_code() == 4
+
+
+def test_tasks_of_a_refused_site_fail_without_a_job():
+    work = ScriptedWork({})  # any job would raise KeyError
+    hostile = {
+        "sites": {"demo": {"engine": "yt-dlp", "options": {"cookiefile": "/etc/x"}}},
+        "tasks": [{"id": 5, "site": "demo", "url": "http://d/5"}],
+    }
+    with FakeCoordinator(leases=[hostile], sites={}) as fake:
+        run_runner(fake, work)
+    assert fake.results[5]["error_class"] == "permanent"
+    assert fake.results[5]["error"].startswith("refused by this node: options.cookiefile")
