@@ -97,20 +97,9 @@ def run_options(command):
 @click.option("--site", help="Only tasks of this site.")
 @run_options
 @click.pass_obj
-def metadata(obj, n, site, jobs, mode, lease_seconds, progress):
+def metadata(obj, **options):
     """Lease N metadata tasks (at most 100 at once): find what exists for inventory items, download nothing."""
-    sys.exit(
-        _run(
-            obj,
-            kind=TaskKind.METADATA,
-            n=n,
-            site=site,
-            jobs=jobs,
-            mode=mode,
-            lease_seconds=lease_seconds,
-            progress=progress,
-        )
-    )
+    sys.exit(_run(obj, kind=TaskKind.METADATA, **options))
 
 
 @main.command()
@@ -119,21 +108,9 @@ def metadata(obj, n, site, jobs, mode, lease_seconds, progress):
 @click.option("--dest", type=click.Path(file_okay=False, path_type=Path), help="Download folder [DEST].")
 @run_options
 @click.pass_obj
-def download(obj, site, n, dest, jobs, mode, lease_seconds, progress):
+def download(obj, **options):
     """Lease N download tasks (at most 100 at once) of SITE and download them into DEST/SITE/."""
-    sys.exit(
-        _run(
-            obj,
-            kind=TaskKind.DOWNLOAD,
-            n=n,
-            site=site,
-            jobs=jobs,
-            mode=mode,
-            dest=dest,
-            lease_seconds=lease_seconds,
-            progress=progress,
-        )
-    )
+    sys.exit(_run(obj, kind=TaskKind.DOWNLOAD, **options))
 
 
 def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progress, dest=None) -> int:

@@ -32,21 +32,17 @@ class Tally:
     bytes: int = 0
 
 
-@dataclass
-class Summary:
+@dataclass(kw_only=True)
+class Summary(Tally):
+    """A whole run: every tally added up, and what the run itself did."""
+
     kind: str
     site: str | None
     leases: int = 0
     tasks: int = 0
-    done: int = 0
-    failed: Counter = field(default_factory=Counter)
-    refused: int = 0
     released: int = 0
-    undelivered: int = 0
-    found: int = 0
     #: Tasks answered without a job: from the metadata cache, or from the node's archive.
     shortcuts: int = 0
-    bytes: int = 0
     started: float = field(default_factory=time.monotonic)
     stopped_by: str | None = None
     retry_after: int | None = None

@@ -109,7 +109,7 @@ class Runner:
         self.stopper = stopper or Stopper()
         #: Makes the worker pool (jobs, settings, sites): worker processes, or a test's threads.
         self.pool_factory = pool_factory
-        self.summary = Summary(self.kind, site)
+        self.summary = Summary(kind=self.kind, site=site)
         #: Results not yet delivered (coordinator unreachable): retried before every lease request.
         self.backlog: list[ResultSender] = []
         self.pool: WorkerPool | None = None

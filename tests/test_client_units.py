@@ -96,7 +96,7 @@ def test_the_sender_batches_tallies_and_keeps_what_it_could_not_deliver():
         coordinator.close()
     assert sender.delivered and set(fake.results) == {1, 2}
     assert (tally.done, dict(tally.failed), tally.bytes) == (1, {"transient": 1}, 5)
-    summary = Summary("download", "demo", tasks=2)
+    summary = Summary(kind="download", site="demo", tasks=2)
     summary.count(tally)
     assert summary.line().startswith("download demo: 1 done, 1 failed (1 transient), 5 B")
     assert summary.exit_code() == 1 and human_bytes(12_300_000) == "12.3 MB"
