@@ -40,6 +40,12 @@ COMPLETE = text(
     "WHERE lease_id = :lease AND state = 'leased' AND id IN :ids RETURNING id"
 ).bindparams()
 
+#: With every statement, completing also says who did it, as fetchfleet records it.
+COMPLETE_ALL = text(
+    "UPDATE tasks SET state = 'done', done_at = :now, done_by = :client, available_at = :now, updated_at = :now, "
+    "lease_id = NULL, result_lease_id = :lease WHERE lease_id = :lease AND state = 'leased' AND id IN :ids RETURNING id"
+).bindparams()
+
 #: The statements fetchfleet adds around those two (``every_statement=True``).
 EXPIRED_LEASES = {
     "sqlite": text(
@@ -90,8 +96,9 @@ def create_app(every_statement: bool = False) -> Flask:
         with engine.connect() as connection:
             client_id = connection.execute(text("SELECT min(id) FROM api_keys")).scalar()
 
-    complete = COMPLETE.bindparams(bindparam("ids", expanding=True))
+    complete = (COMPLETE_ALL if every_statement else COMPLETE).bindparams(bindparam("ids", expanding=True))
     app = Flask(__name__)
+    app.extensions["engine"] = engine  # for whoever made the app to dispose of
 
     def stamp(moment: datetime) -> str | datetime:
         """What the coordinator's UTCDateTime stores: naive UTC text on SQLite."""
@@ -125,7 +132,8 @@ def create_app(every_statement: bool = False) -> Flask:
         with engine.begin() as connection:
             if every_statement:
                 connection.execute(READ_LEASE, {"lease": lease_id}).one()
-            done = connection.execute(complete, {"ids": ids, "lease": lease_id, "now": moment}).scalars().all()
+            parameters = {"ids": ids, "lease": lease_id, "now": moment, "client": client_id}
+            done = connection.execute(complete, parameters).scalars().all()
             if every_statement:
                 _insert_files(connection, dialect, client_id, body["results"], moment)
                 connection.execute(END_LEASE, {"lease": lease_id, "now": moment})
