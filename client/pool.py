@@ -19,7 +19,7 @@ from typing import Any
 
 from . import worker
 
-PRELOAD = ["client.worker", "common.hashing", "gallery_dl.job", "numpy", "PIL.Image", "imagehash", "scipy.fftpack"]
+PRELOAD = ["client.worker", "client.hashing", "gallery_dl.job", "numpy", "PIL.Image", "imagehash", "scipy.fftpack"]
 
 
 def _context(sites: dict[str, dict[str, Any]]):

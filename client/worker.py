@@ -22,13 +22,13 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from common.hashing import describe_file
 from common.protocol import LeasedTask, Result
 from common.sites import is_site_name
 from common.states import FailureClass, ResultStatus
 
 from .engines import Engine, Failure, load
 from .engines.base import NodeFault, node_fault_of
+from .hashing import describe_file
 from .sidecar import write_sidecar
 from .storage import PARTIAL_DIR
 

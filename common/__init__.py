@@ -1,1 +1,2 @@
-"""What the coordinator and the client nodes truly share: wire vocabulary, settings, hashing."""
+"""What the coordinator and the client nodes truly share: the wire protocol (shapes, states,
+version), site names, the engine-option allow-lists, and the settings loader."""

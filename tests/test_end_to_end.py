@@ -19,7 +19,7 @@ import urllib.parse
 import pytest
 import requests
 
-from common.hashing import hamming
+from client.hashing import hamming
 from demo.catalog import Catalog, video_bytes
 from support.processes import REPO_ROOT, start_demo_site
 from tests.fleet import FAST_RETRIES, Fleet, kill_group
