@@ -66,8 +66,9 @@ def list_keys(session: Session) -> list[ApiKey]:
 
 
 @dataclass(frozen=True)
-class Caller:
-    """Who is calling: what the views and the domain need of an API key."""
+class Client:
+    """A key's holder (a client node, or an operator's admin key): what the views and the
+    domain need of it. The same word as the tables' ``client_id`` and ``/stats``' clients."""
 
     id: int
     name: str
@@ -83,24 +84,24 @@ class KeyCache:
 
     def __init__(self, ttl: float = 10.0):
         self.ttl = ttl
-        self._entries: dict[tuple[str, str], tuple[float, Caller | None]] = {}
+        self._entries: dict[tuple[str, str], tuple[float, Client | None]] = {}
         #: When this process last recorded a key as seen, by (database, key id).
         self.seen_at: dict[tuple[str, int], datetime] = {}
 
-    def get(self, database: str, key_hash: str) -> tuple[bool, Caller | None]:
+    def get(self, database: str, key_hash: str) -> tuple[bool, Client | None]:
         entry = self._entries.get((database, key_hash))
         if entry is None or time.monotonic() - entry[0] > self.ttl:
             return False, None
         return True, entry[1]
 
-    def put(self, database: str, key_hash: str, caller: Caller | None) -> None:
+    def put(self, database: str, key_hash: str, client: Client | None) -> None:
         if len(self._entries) > 10_000:
             self._entries.clear()
-        self._entries[(database, key_hash)] = (time.monotonic(), caller)
+        self._entries[(database, key_hash)] = (time.monotonic(), client)
 
     def forget(self, database: str, name: str) -> None:
-        for cache_key, (_, caller) in list(self._entries.items()):
-            if cache_key[0] == database and caller is not None and caller.name == name:
+        for cache_key, (_, client) in list(self._entries.items()):
+            if cache_key[0] == database and client is not None and client.name == name:
                 del self._entries[cache_key]
 
 
@@ -111,7 +112,7 @@ def _database(session: Session) -> str:
     return session.get_bind().url.render_as_string(hide_password=True)
 
 
-def authenticate(session: Session, authorization: str | None) -> Caller:
+def authenticate(session: Session, authorization: str | None) -> Client:
     """The key named by an ``Authorization: Bearer`` header, or Unauthorized."""
     challenge = {"WWW-Authenticate": 'Bearer realm="fetchfleet"'}
     if not authorization:
@@ -121,7 +122,7 @@ def authenticate(session: Session, authorization: str | None) -> Caller:
         raise Unauthorized("malformed Authorization header: expected 'Bearer <key>'", headers=challenge)
     key_hash = hash_key(key.strip())
     database = _database(session)
-    cached, caller = key_cache.get(database, key_hash)
+    cached, client = key_cache.get(database, key_hash)
     if not cached:
         read_only(session)
         row = session.execute(
@@ -130,14 +131,14 @@ def authenticate(session: Session, authorization: str | None) -> Caller:
             ).where(ApiKey.key_hash == key_hash)
         ).one_or_none()
         session.commit()
-        caller = None
+        client = None
         if row is not None:
-            caller = Caller(row.id, row.name, row.role, row.client_version, row.revoked_at is not None)
+            client = Client(row.id, row.name, row.role, row.client_version, row.revoked_at is not None)
             key_cache.seen_at[(database, row.id)] = row.last_seen_at or datetime.min.replace(tzinfo=UTC)
-        key_cache.put(database, key_hash, caller)
-    if caller is None or caller.revoked:
+        key_cache.put(database, key_hash, client)
+    if client is None or client.revoked:
         raise Unauthorized("unknown or revoked API key", headers=challenge)
-    return caller
+    return client
 
 
 def check_client_version(announced: str | None, minimum: str | None) -> None:
@@ -156,20 +157,20 @@ def check_client_version(announced: str | None, minimum: str | None) -> None:
         raise ClientTooOld(f"client version {announced} is older than the minimum {minimum}: please upgrade")
 
 
-def _note_seen(session: Session, caller: Caller, version: str | None) -> None:
+def _note_seen(session: Session, client: Client, version: str | None) -> None:
     """Record last contact (and the client version), at most once a minute per process,
     in a short write of its own."""
     database = _database(session)
     now = utcnow()
-    version = version if version and _VERSION_TEXT.fullmatch(version) else caller.client_version
-    last = key_cache.seen_at.get((database, caller.id))
-    if last is not None and now - last < LAST_SEEN_RESOLUTION and version == caller.client_version:
+    version = version if version and _VERSION_TEXT.fullmatch(version) else client.client_version
+    last = key_cache.seen_at.get((database, client.id))
+    if last is not None and now - last < LAST_SEEN_RESOLUTION and version == client.client_version:
         return
-    key_cache.seen_at[(database, caller.id)] = now
-    session.execute(update(ApiKey).where(ApiKey.id == caller.id).values(last_seen_at=now, client_version=version))
+    key_cache.seen_at[(database, client.id)] = now
+    session.execute(update(ApiKey).where(ApiKey.id == client.id).values(last_seen_at=now, client_version=version))
     session.commit()
-    if version != caller.client_version:
-        key_cache.forget(database, caller.name)
+    if version != client.client_version:
+        key_cache.forget(database, client.name)
 
 
 def auth_required(role: Role, *, client_protocol: bool = False, optional_setting: str | None = None):
@@ -178,23 +179,23 @@ def auth_required(role: Role, *, client_protocol: bool = False, optional_setting
     ``client_protocol``: the endpoint is part of the node protocol, so the client's
     version is checked. ``optional_setting``: the key is only required when that config
     setting is true (e.g. ``STATS_REQUIRE_KEY``); otherwise a key that is sent is still
-    checked, and ``g.api_key`` is None for callers without one.
+    checked, and ``g.client`` is None for callers without one.
     """
 
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            g.api_key = None
+            g.client = None
             required = optional_setting is None or current_app.config.get(optional_setting)
             if required or request.headers.get("Authorization"):  # a key sent is checked anyway
-                api_key = authenticate(db.session, request.headers.get("Authorization"))
-                if role == Role.ADMIN and api_key.role != Role.ADMIN:
-                    raise Forbidden(f"this needs an admin key; key {api_key.name!r} is a {api_key.role} key")
+                client = authenticate(db.session, request.headers.get("Authorization"))
+                if role == Role.ADMIN and client.role != Role.ADMIN:
+                    raise Forbidden(f"this needs an admin key; key {client.name!r} is a {client.role} key")
                 version = request.headers.get(CLIENT_VERSION_HEADER)
                 if client_protocol:
                     check_client_version(version, current_app.config.get("MIN_CLIENT_VERSION"))
-                _note_seen(db.session, api_key, version)
-                g.api_key = api_key
+                _note_seen(db.session, client, version)
+                g.client = client
             return view(*args, **kwargs)
 
         if optional_setting is None:

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import case, exists, select, update
 from sqlalchemy.orm import Session
@@ -28,6 +28,7 @@ from common.protocol import MAX_BATCH, MIN_BATCH
 from common.states import FailureClass, ResultStatus, TaskKind, TaskState
 
 from . import statements
+from .auth import Client
 from .database import (
     insert_ignore,
     insert_rows,
@@ -49,13 +50,6 @@ log = logging.getLogger(__name__)
 
 
 #: The hot paths use Core on the tables: no ORM identity map or unit of work per task.
-class Client(Protocol):
-    """Who leases and submits (an API key): only its id and name matter here."""
-
-    id: int
-    name: str
-
-
 @dataclass(frozen=True)
 class LeaseInfo:
     id: str

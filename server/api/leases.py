@@ -48,7 +48,7 @@ def create_lease(request):
     """Lease up to n queued tasks of one kind (and one site for downloads)"""
     grant = lease_tasks(
         db.session,
-        client=g.api_key,
+        client=g.client,
         kind=request["kind"],
         n=request["n"],
         site=request.get("site"),
@@ -100,7 +100,7 @@ def _task_body(task: dict[str, Any]) -> dict[str, Any]:
 def extend(request, lease_id):
     """Heartbeat: push the lease's expiry out by seconds (default: the lease's own length)"""
     return extend_lease(
-        db.session, lease_id=lease_id, client=g.api_key, seconds=request.get("seconds"), policy=context.policy()
+        db.session, lease_id=lease_id, client=g.client, seconds=request.get("seconds"), policy=context.policy()
     )
 
 
@@ -110,7 +110,7 @@ def extend(request, lease_id):
 @blp.response(200, ReleaseResponseSchema)
 def release(request, lease_id):
     """Hand unfinished tasks back to the queue without charging an attempt"""
-    released = release_lease(db.session, lease_id=lease_id, client=g.api_key, task_ids=request.get("task_ids"))
+    released = release_lease(db.session, lease_id=lease_id, client=g.client, task_ids=request.get("task_ids"))
     return {"released": released}
 
 
@@ -124,7 +124,7 @@ def submit(request, lease_id):
     outcome = submit_results(
         db.session,
         lease_id=lease_id,
-        client=g.api_key,
+        client=g.client,
         results=request["results"],
         sites=context.sites(),
         policy=context.policy(),

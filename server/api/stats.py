@@ -20,4 +20,4 @@ blp = ApiBlueprint("stats", __name__, url_prefix="/stats", description="Monitori
 def stats():
     """Items and tasks by state and per site, leases, throughput; with a key also per client and recent errors"""
     stats = collect_stats(db.session, sites=context.sites())
-    return stats if g.api_key is not None else public_part(stats)
+    return stats if g.client is not None else public_part(stats)
