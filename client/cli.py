@@ -9,6 +9,7 @@ coordinator cannot be reached or refuses this client; 4 this node cannot store f
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -164,8 +165,8 @@ def _wait_for_storage(dest: Path, mode: str | None, stopper: Stopper) -> None:
         logging.getLogger("fetchfleet").warning(
             "%s cannot store files (%s); checking again in %ds", dest, problem, pause
         )
-        if stopper.graceful.wait(pause):
-            sys.exit(128 + 15)
+        if stopper.graceful.wait(pause):  # stopped while waiting: the usual 128+N
+            sys.exit(128 + signal.Signals[stopper.signal_name or "SIGTERM"].value)
         if (problem := storage_problem(dest)) is None:
             return
 
