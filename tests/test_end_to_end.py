@@ -391,7 +391,7 @@ def test_a_worker_that_dies_fails_its_tasks_transiently_and_the_run_goes_on(flee
     assert fleet.client("metadata", "10").returncode == 0
     client = fleet.start_client("download", "demo", "1", "--drain", "--jobs", "1")
     fleet.wait_for(lambda s: s["tasks"]["download"]["leased"] == 1, what="the slow post leased")
-    from bench.sampling import children, tree
+    from support.proc import children, tree
 
     def workers() -> list[int]:
         """Forked by the fork server: the client's grandchildren (its children are the
