@@ -25,7 +25,7 @@ def storage_problem(dest: Path | None) -> str | None:
     """Why ``dest`` cannot take a file right now, or None when it can."""
     if dest is None:
         return None
-    probe = Path(dest) / ".fetchfleet" / "space-probe"
+    probe = Path(dest) / ".fetchfleet" / f"space-probe-{os.getpid()}"  # nodes may share a --dest
     try:
         probe.parent.mkdir(parents=True, exist_ok=True)
         with open(probe, "wb") as stream:
