@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from common.engine_options import Refused, vet_site
-from common.sites import FETCHED_SCHEMES
+from common.sites import is_fetched_url
 
 log = logging.getLogger("fetchfleet")
 
@@ -54,11 +54,13 @@ class SiteVetting:
 
 
 def url_refusal(url: Any) -> str | None:
+    """Why a task's URL is not fetched, or None."""
     if not isinstance(url, str) or len(url) > 8000:
         return "refused by this node: the task has no usable URL"
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme.lower() not in FETCHED_SCHEMES or not parts.netloc:
-        return (
-            f"refused by this node: only http and https URLs are fetched, not {parts.scheme or 'this'!r}: {url[:200]}"
-        )
-    return None
+    return None if is_fetched_url(url) else scheme_refusal(url)
+
+
+def scheme_refusal(url: str) -> str:
+    """The failure text of a URL that is not http(s) (the task's, or one a job would open)."""
+    scheme = urllib.parse.urlsplit(url).scheme or "this"
+    return f"refused by this node: only http and https URLs are fetched, not {scheme!r}: {url[:200]}"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from common.protocol import FailedResult, FoundPost
+from common.sites import is_fetched_url
 from common.states import FailureClass, ResultStatus
 
 PERMANENT_STATUSES = {400, 401, 403, 404, 405, 410, 451}
@@ -94,7 +95,7 @@ class Found:
         """A found post as the coordinator takes it; a URL this node would not fetch
         (``ytdl:``, ``text:``, ``file:``) is left out, for the site's ``post_url`` to name it."""
         wire = {"site": site, "remote_id": self.remote_id, "metadata": self.metadata}
-        if isinstance(self.url, str) and self.url.lower().startswith(("http://", "https://")):
+        if is_fetched_url(self.url):
             wire["url"] = self.url
         return wire
 

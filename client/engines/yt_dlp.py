@@ -7,7 +7,6 @@ Options are per ``YoutubeDL`` instance, so nothing global is shared between jobs
 from __future__ import annotations
 
 import hashlib
-import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,10 @@ import yt_dlp
 from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, UnsupportedError, match_filter_func
 
-from common.sites import FETCHED_SCHEMES
+from common.sites import is_fetched_url
 from common.states import FailureClass
 
+from ..trust import scheme_refusal
 from .base import Engine, Failure, Found, Written, classify_http, json_safe, node_fault_of, within
 
 #: yt-dlp's fallback extractors name videos by page position; their media URL is steadier.
@@ -77,7 +77,7 @@ class YtDlpEngine(Engine):
         found: dict[str, Found] = {}
         for entry in entries:
             remote_id, download_url = _identity(entry)
-            if not str(download_url).lower().startswith(("http://", "https://")):
+            if not is_fetched_url(download_url):
                 continue  # an ftp: or file: video is never fetched: no task for it
             if remote_id not in found:
                 metadata = json_safe({key: entry[key] for key in METADATA_KEYS if entry.get(key) is not None})
@@ -133,10 +133,9 @@ class _ConfinedYoutubeDL(yt_dlp.YoutubeDL):
         self.refused: str | None = None
 
     def urlopen(self, req):
-        url = req if isinstance(req, str) else getattr(req, "url", None) or getattr(req, "full_url", "")
-        scheme = urllib.parse.urlsplit(str(url)).scheme.lower()
-        if scheme not in FETCHED_SCHEMES:
-            self.refused = f"refused by this node: only http and https URLs are fetched, not {scheme!r}: {url}"[:500]
+        url = str(req if isinstance(req, str) else getattr(req, "url", None) or getattr(req, "full_url", ""))
+        if not is_fetched_url(url):
+            self.refused = scheme_refusal(url)
             raise DownloadError(self.refused)
         return super().urlopen(req)
 
