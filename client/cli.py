@@ -28,7 +28,7 @@ from .kinds import DownloadWork, MetadataWork
 from .reporting import EXIT_NODE_FAULT
 from .runner import DRAIN, LOOP, ONCE, Runner, Stopper
 from .settings import DEFAULTS, validate, validate_node
-from .storage import backoff_pauses, remove_abandoned_partials, storage_problem
+from .storage import remove_abandoned_partials, storage_problem, wait_until_storable
 
 EXIT_UNREACHABLE = 3
 log = logging.getLogger("fetchfleet")
@@ -161,14 +161,8 @@ def _wait_for_storage(dest: Path, mode: str | None, stopper: Stopper) -> None:
         return
     if mode != LOOP:
         _fail(f"this node cannot store files in {dest}: {problem}", EXIT_NODE_FAULT)
-    for pause in backoff_pauses():
-        logging.getLogger("fetchfleet").warning(
-            "%s cannot store files (%s); checking again in %ds", dest, problem, pause
-        )
-        if stopper.graceful.wait(pause):  # stopped while waiting: the usual 128+N
-            sys.exit(128 + signal.Signals[stopper.signal_name or "SIGTERM"].value)
-        if (problem := storage_problem(dest)) is None:
-            return
+    if not wait_until_storable(dest, stopper.graceful, problem):  # stopped while waiting: the usual 128+N
+        sys.exit(128 + signal.Signals[stopper.signal_name or "SIGTERM"].value)
 
 
 @main.group()

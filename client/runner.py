@@ -29,7 +29,7 @@ from .heartbeat import Heartbeat
 from .kinds import KindOfWork
 from .pool import WorkerPool
 from .reporting import ResultSender, Summary
-from .storage import backoff_pauses, storage_problem
+from .storage import wait_until_storable
 from .trust import SiteVetting
 
 log = logging.getLogger("fetchfleet")
@@ -218,18 +218,11 @@ class Runner:
             self.summary.node_fault = self.fault
             return False
         self.faults_in_a_row += 1  # a disk that fills again at once is given longer each time
-        for pause in backoff_pauses(self.faults_in_a_row - 1):
-            log.warning("waiting %ds before checking %s again", pause, self.dest)
-            if self.stopper.graceful.wait(pause):
-                return False
-            problem = storage_problem(self.dest)
-            if problem is None:
-                log.warning("%s takes files again: resuming", self.dest)
-                self.fault = None
-                self.next_lease = 0.0
-                return True
-            log.warning("%s still cannot store files: %s", self.dest, problem)
-        return False
+        if not wait_until_storable(self.dest, self.stopper.graceful, self.fault, start=self.faults_in_a_row - 1):
+            return False
+        self.fault = None
+        self.next_lease = 0.0
+        return True
 
     def _deliver_backlog(self) -> None:
         """Results first, then new work: delivered before the lease expires, they still count."""

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from .engines.base import NODE_ERRNOS
+
+log = logging.getLogger("fetchfleet")
 
 #: Where download jobs keep unfinished files under ``--dest``, one folder per job
 #: (``<worker pid>-<job number>``), removed when the job ends.
@@ -63,3 +67,18 @@ def backoff_pauses(start: int = 0) -> Iterator[int]:
     cleaned up is noticed soon, one that keeps filling up is not hammered."""
     for attempt in itertools.count(start):
         yield min(FIRST_PAUSE_SECONDS * 2 ** min(attempt, 16), MAX_PAUSE_SECONDS)
+
+
+def wait_until_storable(dest: Path, stop: threading.Event, problem: str, *, start: int = 0) -> bool:
+    """Check ``dest`` again and again, backing off, until it takes files (True) or ``stop``
+    is set first (False). ``start`` skips the first pauses: a disk that filled up again
+    at once is given longer."""
+    for pause in backoff_pauses(start):
+        log.warning("%s cannot store files (%s); checking again in %ds", dest, problem, pause)
+        if stop.wait(pause):
+            return False
+        problem = storage_problem(dest)
+        if problem is None:
+            log.warning("%s takes files again: resuming", dest)
+            return True
+    return False
