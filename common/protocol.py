@@ -8,6 +8,7 @@ On the wire a post's metadata is ``metadata`` (the coordinator's column is ``pay
 
 from __future__ import annotations
 
+import re
 from typing import Any, NotRequired, TypedDict
 
 from .states import FailureClass, LeaseState, ResultStatus, TaskKind
@@ -16,6 +17,7 @@ __all__ = [
     "ENDED_LEASE_STATES",
     "MAX_BATCH",
     "MIN_BATCH",
+    "UNSTORABLE_TEXT",
     "DoneDownload",
     "DoneMetadata",
     "FailedResult",
@@ -28,6 +30,11 @@ __all__ = [
     "ResultStatus",
     "TaskKind",
 ]
+
+#: Text no database stores: NUL (PostgreSQL text cannot hold it) and unpaired surrogates
+#: (not encodable as UTF-8). Nodes strip it from a site's words; the coordinator refuses
+#: it from users and strips it from a site's words a node reports.
+UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
 
 #: Tasks one lease may hold: a node asks for ``n`` in this range.
 MIN_BATCH, MAX_BATCH = 1, 100

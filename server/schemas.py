@@ -6,10 +6,10 @@ from __future__ import annotations
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from common.protocol import MAX_BATCH, MIN_BATCH
+from common.protocol import MAX_BATCH, MIN_BATCH, UNSTORABLE_TEXT
 from common.states import FailureClass, ItemState, ResultStatus, TaskKind, TaskState
 
-from .validation import UNSTORABLE, UNSTORABLE_PROBLEM
+from .validation import UNSTORABLE_PROBLEM
 
 MAX_RESULTS_PER_SUBMIT = 1000
 MAX_FOUND_PER_RESULT = 100_000
@@ -24,7 +24,7 @@ _ID = validate.Range(0, MAX_ID)
 #: Text a user sends that no database stores: refused where it is declared (the JSON
 #: bodies' own check, ``validation.storable``, covers every string of a body).
 def _storable_text(value: str) -> None:
-    if UNSTORABLE.search(value):
+    if UNSTORABLE_TEXT.search(value):
         raise ma.ValidationError(UNSTORABLE_PROBLEM)
 
 

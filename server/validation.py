@@ -22,6 +22,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import request
 from flask_smorest import Blueprint
 
+from common.protocol import UNSTORABLE_TEXT
+
 from .errors import InvalidInput
 
 
@@ -96,10 +98,8 @@ def _describe(error: fastjsonschema.JsonSchemaValueException) -> tuple[list[str 
     return path, error.message.removeprefix("data").lstrip(". ")
 
 
-#: Text no database stores: NUL (PostgreSQL text cannot hold it) and unpaired surrogates
-#: (not encodable as UTF-8). JSON can carry both only as ``\u`` escapes, and only those
-#: send a body through the slower check below.
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+#: ``UNSTORABLE_TEXT`` can reach a JSON body only as ``\u`` escapes, and only those send
+#: a body through the slower check below.
 _UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 UNSTORABLE_PROBLEM = "must not contain NUL characters or unpaired surrogates"
 
@@ -135,10 +135,10 @@ def storable(data: Any, site_text: tuple[tuple[str, ...], ...] = (), path: tuple
 
     def clean(value: Any, here: tuple) -> Any:
         if isinstance(value, str):
-            if UNSTORABLE.search(value) is None:
+            if UNSTORABLE_TEXT.search(value) is None:
                 return value
             if lenient(here):
-                return UNSTORABLE.sub("", value)
+                return UNSTORABLE_TEXT.sub("", value)
             raise InvalidInput.at(list(here) or ["body"], UNSTORABLE_PROBLEM)
         if isinstance(value, dict):
             return {clean(key, (*here, key)): clean(item, (*here, key)) for key, item in value.items()}

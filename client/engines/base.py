@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.protocol import FailedResult, FoundPost
+from common.protocol import UNSTORABLE_TEXT, FailedResult, FoundPost
 from common.sites import is_fetched_url
 from common.states import FailureClass, ResultStatus
 
@@ -167,12 +167,9 @@ def classify_http(responses: Iterable[tuple[int, str, str | None]]) -> Failure |
     return Failure(error_class, f"HTTP {status} for {url}")
 
 
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
 def clean_text(text: str) -> str:
     """A site's text as every database stores it: no NUL, no unpaired surrogate."""
-    return _UNSTORABLE.sub("", text) if _UNSTORABLE.search(text) else text
+    return UNSTORABLE_TEXT.sub("", text) if UNSTORABLE_TEXT.search(text) else text
 
 
 def json_safe(data: Mapping[str, Any], max_string: int = 20_000) -> dict[str, Any]:
