@@ -1,4 +1,4 @@
-"""What a node reports about each file it keeps: size, sha256, MIME type and, for images,
+"""What a node reports about each file it keeps: size, sha256, md5, MIME type and, for images,
 perceptual hashes (phash, dhash) that find re-uploads across posts and sites.
 
 Both hashes come from one decode; JPEGs are decoded at reduced size (``draft``), which
@@ -28,14 +28,16 @@ _MAGIC = (
 )
 
 
-def sha256_file(path: str | os.PathLike) -> tuple[str, int]:
-    digest = hashlib.sha256()
+def content_hashes(path: str | os.PathLike) -> tuple[str, str, int]:
+    """(sha256, md5, size) from one read: md5 is what boorus publish for each post."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     size = 0
     with open(path, "rb") as stream:
         while chunk := stream.read(CHUNK):
-            digest.update(chunk)
+            sha256.update(chunk)
+            md5.update(chunk)
             size += len(chunk)
-    return digest.hexdigest(), size
+    return sha256.hexdigest(), md5.hexdigest(), size
 
 
 def sniff_mime(path: str | os.PathLike) -> str:
@@ -66,14 +68,15 @@ def image_hashes(path: str | os.PathLike) -> tuple[str, str] | None:
 
 
 def describe_file(path: str | os.PathLike) -> dict[str, Any]:
-    """size, sha256, mime, and phash/dhash for images (None otherwise)."""
+    """size, sha256, md5, mime, and phash/dhash for images (None otherwise)."""
     path = Path(path)
-    sha256, size = sha256_file(path)
+    sha256, md5, size = content_hashes(path)
     mime = sniff_mime(path)
     hashes = image_hashes(path) if mime.startswith("image/") else None
     return {
         "size": size,
         "sha256": sha256,
+        "md5": md5,
         "mime": mime,
         "phash": hashes[0] if hashes else None,
         "dhash": hashes[1] if hashes else None,

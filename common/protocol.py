@@ -72,6 +72,8 @@ class FileRecord(TypedDict):
     path: str
     size: int
     sha256: str
+    #: Since 0.2 (older nodes leave it out).
+    md5: NotRequired[str | None]
     mime: str | None
     phash: str | None
     dhash: str | None

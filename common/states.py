@@ -17,6 +17,9 @@ class TaskState(StrEnum):
     DONE = "done"
     NOT_FOUND = "not_found"  # metadata only: nothing found after the last attempt
     DEAD = "dead"  # permanent failure or out of attempts; listed in reports
+    #: download only: the archive already holds its file (the post's md5 / sha256 named
+    #: one); never leased, no request to the site. ``duplicate_of`` names the file.
+    DUPLICATE = "duplicate"
 
 
 class ItemState(StrEnum):

@@ -39,7 +39,8 @@ from .database import (
 )
 from .errors import Conflict, InvalidInput, NotFound
 from .item_state import refresh_item_states
-from .models import File, Item, Lease, LeaseState, Task
+from .known import Candidate, KnownSet, lookup_known
+from .models import File, Item, ItemPost, Lease, LeaseState, Task
 from .policy import LeasePolicy
 from .site_state import cooling_sites, in_flight, set_cooldown
 from .sites import SiteRegistry
@@ -47,6 +48,8 @@ from .transitions import failed, file_rows, metadata_done
 from .validation import MAX_METADATA_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
+#: Found posts per statement when linking them to their items (SQLite's parameter limit).
+LINK_CHUNK = 5000
 
 
 #: The hot paths use Core on the tables: no ORM identity map or unit of work per task.
@@ -398,6 +401,7 @@ def _record_others(session, lease, client, results, sites, policy, now, outcome:
     found: list[dict[str, Any]] = []
     cooldowns: dict[str, tuple[datetime, str]] = {}
     metadata_items: set[int] = set()
+    known = lookup_known(session, _candidates(results, sites)) if lease.kind == TaskKind.METADATA else KnownSet()
     for result in results:
         task = held.get(result["task_id"])
         if task is None or task.kind != lease.kind:
@@ -409,7 +413,7 @@ def _record_others(session, lease, client, results, sites, policy, now, outcome:
         outcome.accepted.append(task.id)
         if result["status"] == ResultStatus.DONE:
             change = metadata_done(
-                task, result, lease_id=lease.id, done_by=client.id, policy=policy, sites=sites, now=now
+                task, result, lease_id=lease.id, done_by=client.id, policy=policy, sites=sites, known=known, now=now
             )
         else:
             change = failed(task, result, lease_id=lease.id, policy=policy, now=now)
@@ -430,9 +434,42 @@ def _record_others(session, lease, client, results, sites, policy, now, outcome:
             insert_ignore(session, statements.TASKS).returning(statements.TASKS.c.id), found
         ).all()
         outcome.download_tasks_created += len(created)
+        _link_found_posts(session, found, now)
     for site_name, (until, reason) in cooldowns.items():
         set_cooldown(session, site_name, until, reason, now)
     refresh_item_states(session, metadata_items)
+
+
+def _candidates(results: Sequence[Mapping[str, Any]], sites: SiteRegistry) -> list[Candidate]:
+    """Every post the done metadata results found, as the known-files lookup sees them."""
+    candidates = []
+    for result in results:
+        if result["status"] != ResultStatus.DONE:
+            continue
+        for thing in result.get("found") or ():
+            site = sites.get(thing["site"])
+            remote_id, metadata = str(thing["remote_id"]), thing.get("metadata") or {}
+            url = site.download_url_for(remote_id, metadata, thing.get("url"))
+            candidates.append(Candidate(site.name, remote_id, url, site.published_hashes(metadata)))
+    return candidates
+
+
+def _link_found_posts(session: Session, found: list[dict[str, Any]], now: datetime) -> None:
+    """Each item lists every post it found, also those another item found first (one
+    download task per post): one select of their ids, one insert of the links."""
+    finders: dict[tuple[str, str], set[int]] = {}
+    for row in found:
+        if row["item_id"] is not None:
+            finders.setdefault((row["site"], row["remote_id"]), set()).add(row["item_id"])
+    pairs = sorted(finders)
+    links = []
+    for start in range(0, len(pairs), LINK_CHUNK):
+        for task_id, site, remote_id in session.execute(
+            statements.DOWNLOAD_IDS, {"pairs": pairs[start : start + LINK_CHUNK]}
+        ):
+            links += [{"item_id": item, "task_id": task_id, "found_at": now} for item in finders[(site, remote_id)]]
+    if links:
+        session.execute(insert_ignore(session, ItemPost), links)
 
 
 def _check_result(index: int, result: Mapping[str, Any], kind: str, sites: SiteRegistry) -> None:

@@ -19,7 +19,7 @@ from .models import Lease, LeaseState, Task
 from .policy import LeasePolicy
 from .transitions import fresh_start
 
-REQUEUEABLE = (TaskState.DEAD, TaskState.NOT_FOUND, TaskState.DONE, TaskState.QUEUED)
+REQUEUEABLE = (TaskState.DEAD, TaskState.NOT_FOUND, TaskState.DONE, TaskState.QUEUED, TaskState.DUPLICATE)
 
 
 def list_tasks(

@@ -96,6 +96,11 @@ class Task(db.Model):
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Metadata: how many things were found (downloads count bytes in ``files``).
     found_count: Mapped[int | None] = mapped_column(Integer)
+    #: Metadata: how many of those were known anchors, so no download task was made.
+    known_count: Mapped[int | None] = mapped_column(Integer)
+    #: Downloads in state ``duplicate``: the file the archive already holds (not a foreign
+    #: key: None when only an imported anchor knew the hash).
+    duplicate_of: Mapped[int | None] = mapped_column(BigId)
     #: The key that completed it. Not a foreign key (see migration 0003): the hot path
     #: only ever writes the id of the caller it just authenticated.
     done_by: Mapped[int | None] = mapped_column(Integer)
@@ -164,6 +169,8 @@ class File(db.Model):
     path: Mapped[str] = mapped_column(Text)
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    #: Reported by nodes since 0004 (boorus publish it: it lets a post be skipped unfetched).
+    md5: Mapped[str | None] = mapped_column(String(32))
     mime: Mapped[str | None] = mapped_column(String(100))
     phash: Mapped[str | None] = mapped_column(String(16))
     dhash: Mapped[str | None] = mapped_column(String(16))
@@ -172,4 +179,47 @@ class File(db.Model):
     __table_args__ = (
         Index("uq_files_task_path", "task_id", "client_id", "path", unique=True),
         Index("ix_files_sha256", "sha256"),
+        Index("ix_files_md5", "md5", **_only("md5 IS NOT NULL")),
+        Index("ix_files_client", "client_id", "id"),
+        Index("ix_files_created", "created_at"),
+    )
+
+
+class ItemPost(db.Model):
+    """Which inventory items found which download task: a post found by two items (two
+    tag searches) is one task, listed under both."""
+
+    __tablename__ = "item_posts"
+
+    item_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    task_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    found_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_item_posts_task", "task_id"),)
+
+
+class KnownFile(db.Model):
+    """An anchor: something the archive already has from elsewhere (an older archive, a
+    gallery-dl download archive), by post (site + remote id), by URL, or by content hash.
+    A found post it names becomes no download task."""
+
+    __tablename__ = "known_files"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    site: Mapped[str | None] = mapped_column(String(100))
+    remote_id: Mapped[str | None] = mapped_column(String(255))
+    #: sha256 of the URL: URLs may be longer than a B-tree entry holds.
+    url_key: Mapped[str | None] = mapped_column(String(64))
+    url: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    md5: Mapped[str | None] = mapped_column(String(32))
+    #: Where it came from: the file name given to import-known.
+    source: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("uq_known_post", "site", "remote_id", unique=True, **_only("remote_id IS NOT NULL")),
+        Index("uq_known_url", "url_key", unique=True, **_only("url_key IS NOT NULL")),
+        Index("uq_known_sha256", "sha256", unique=True, **_only("sha256 IS NOT NULL")),
+        Index("uq_known_md5", "md5", unique=True, **_only("md5 IS NOT NULL")),
     )

@@ -29,6 +29,7 @@ def _storable_text(value: str) -> None:
 
 
 _HEX64 = validate.Regexp(r"^[0-9a-fA-F]{64}$", error="must be 64 hexadecimal digits")
+_HEX32 = validate.Regexp(r"^[0-9a-fA-F]{32}$", error="must be 32 hexadecimal digits")
 _HEX16 = validate.Regexp(r"^[0-9a-f]{16}$", error="must be 16 lowercase hexadecimal digits")
 
 
@@ -172,6 +173,7 @@ class FileRecordSchema(StrictSchema):
     path = fields.String(required=True, validate=[validate.Length(1, 4000), _RELATIVE_PATH])
     size = fields.Integer(required=True, strict=True, validate=validate.Range(0, MAX_SIZE))
     sha256 = fields.String(required=True, validate=_HEX64)
+    md5 = fields.String(validate=_HEX32, allow_none=True, metadata={"description": "since 0.2; older nodes omit it"})
     mime = fields.String(validate=validate.Length(max=100), allow_none=True)
     phash = fields.String(validate=_HEX16, allow_none=True)
     dhash = fields.String(validate=_HEX16, allow_none=True)

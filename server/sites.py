@@ -17,6 +17,24 @@ from common.engine_options import Refused, vet_site
 from common.settings import ConfigError
 from common.sites import ENGINES, SITE_NAME_RULE, is_site_name
 
+#: The hashes boorus publish per post, and the metadata field that carries each.
+DEFAULT_HASH_FIELDS = {"md5": "md5", "sha256": "sha256"}
+HASH_SHAPES = {"md5": re.compile(r"[0-9a-fA-F]{32}"), "sha256": re.compile(r"[0-9a-fA-F]{64}")}
+#: A gallery-dl archive entry is its extractor's category and ``archive_fmt`` filled in
+#: (``{id}``, ``t_{search_tags}_{id}``, ``p_{pool}_{id}`` for boorus): the post id is the
+#: trailing digits.
+DEFAULT_ARCHIVE_ID_PATTERN = re.compile(r"(?P<id>[0-9]+)$")
+SETTINGS = {
+    "engine",
+    "search_url",
+    "url_patterns",
+    "post_url",
+    "max_in_flight",
+    "options",
+    "skip_known_hashes",
+    "archive_id_pattern",
+}
+
 
 @dataclass(frozen=True)
 class Site:
@@ -33,6 +51,11 @@ class Site:
     max_in_flight: int | None = None
     #: Non-secret engine options sent to every node with a lease (e.g. a gallery-dl instance root).
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: Content hashes a found post's metadata publishes (hash kind -> metadata field): a post
+    #: whose hash the archive holds is not fetched (``skip_known_hashes``; empty: off).
+    hash_fields: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_HASH_FIELDS))
+    #: How an entry of a gallery-dl download archive names a post: the group ``id``.
+    archive_id_pattern: re.Pattern[str] = DEFAULT_ARCHIVE_ID_PATTERN
 
     def search_url_for(self, query: str) -> str:
         assert self.search_url is not None
@@ -46,6 +69,15 @@ class Site:
             except (KeyError, IndexError, ValueError, AttributeError):
                 pass
         return reported_url
+
+    def published_hashes(self, metadata: Mapping[str, Any]) -> dict[str, str]:
+        """The content hashes this post's metadata carries, lowercased; malformed ones are ignored."""
+        hashes = {}
+        for kind, name in self.hash_fields.items():
+            value = metadata.get(name)
+            if isinstance(value, str) and HASH_SHAPES[kind].fullmatch(value):
+                hashes[kind] = value.lower()
+        return hashes
 
     def matches(self, url: str) -> bool:
         return any(pattern.search(url) for pattern in self.url_patterns)
@@ -96,7 +128,7 @@ def _parse_site(name: Any, spec: Any) -> Site:
         raise ConfigError(f"{where}: a site name is {SITE_NAME_RULE}")
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{where} must be a mapping")
-    unknown = set(spec) - {"engine", "search_url", "url_patterns", "post_url", "max_in_flight", "options"}
+    unknown = set(spec) - SETTINGS
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     engine = spec.get("engine")
@@ -129,4 +161,45 @@ def _parse_site(name: Any, spec: Any) -> Site:
         vet_site(name, {"engine": engine, "options": options}, check_categories=False)
     except Refused as refusal:
         raise ConfigError(f"{where}: nodes would refuse this site: {refusal}") from None
-    return Site(name, engine, search_url, tuple(compiled), post_url, limit, dict(options))
+    return Site(
+        name,
+        engine,
+        search_url,
+        tuple(compiled),
+        post_url,
+        limit,
+        dict(options),
+        _hash_fields(where, spec.get("skip_known_hashes", True)),
+        _archive_id_pattern(where, spec.get("archive_id_pattern")),
+    )
+
+
+def _hash_fields(where: str, setting: Any) -> dict[str, str]:
+    """``skip_known_hashes``: True (md5 and sha256 fields of those names), False, or a
+    mapping of hash kind (md5, sha256) to the metadata field that carries it."""
+    if setting is True:
+        return dict(DEFAULT_HASH_FIELDS)
+    if setting is False or setting is None:
+        return {}
+    if not isinstance(setting, Mapping) or not setting:
+        raise ConfigError(f"{where}.skip_known_hashes must be true, false or a mapping like {DEFAULT_HASH_FIELDS}")
+    for kind, name in setting.items():
+        if kind not in HASH_SHAPES or not isinstance(name, str) or not name:
+            raise ConfigError(
+                f"{where}.skip_known_hashes: {kind!r} -> {name!r}: keys are {', '.join(HASH_SHAPES)}, "
+                "values the metadata field that carries that hash"
+            )
+    return dict(setting)
+
+
+def _archive_id_pattern(where: str, setting: Any) -> re.Pattern[str]:
+    if setting is None:
+        return DEFAULT_ARCHIVE_ID_PATTERN
+    try:
+        pattern = re.compile(setting)
+    except (re.error, TypeError) as exc:
+        raise ConfigError(f"{where}.archive_id_pattern: {setting!r} is not a regular expression: {exc}") from None
+    if "id" not in pattern.groupindex:
+        example = DEFAULT_ARCHIVE_ID_PATTERN.pattern
+        raise ConfigError(f"{where}.archive_id_pattern needs a group named id, e.g. {example}")
+    return pattern

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-from sqlalchemy import bindparam, exists, insert, select, update
+from sqlalchemy import bindparam, exists, insert, select, tuple_, update
 
 from common.states import LeaseState, TaskState
 
@@ -114,6 +114,7 @@ CHANGED_COLUMNS = (
     "last_error",
     "last_error_at",
     "found_count",
+    "known_count",
     "done_by",
     "done_at",
     "updated_at",
@@ -123,6 +124,13 @@ CHANGE_TASK = (
     update(TASKS)
     .where(TASKS.c.id == bindparam("b_id"))
     .values({name: bindparam(f"b_{name}") for name in CHANGED_COLUMNS})
+)
+
+
+#: The download tasks of found posts, by (site, remote id): to link them to their items.
+DOWNLOAD_IDS = select(TASKS.c.id, TASKS.c.site, TASKS.c.remote_id).where(
+    TASKS.c.kind == sql_literal("download"),
+    tuple_(TASKS.c.site, TASKS.c.remote_id).in_(bindparam("pairs", expanding=True)),
 )
 
 

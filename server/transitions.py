@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from common.states import FailureClass, TaskKind, TaskState
 
 if TYPE_CHECKING:
+    from .known import KnownSet
     from .policy import LeasePolicy
     from .sites import SiteRegistry
 
@@ -28,6 +29,8 @@ def fresh_start(now: datetime) -> dict[str, Any]:
         "last_error": None,
         "last_error_at": None,
         "found_count": None,
+        "known_count": None,
+        "duplicate_of": None,
         "done_by": None,
         "done_at": None,
         "updated_at": now,
@@ -50,7 +53,13 @@ def new_download_task(
 ) -> dict[str, Any]:
     """The row of a task that fetches one found post (deduplicated by site and remote id)."""
     row = _new_task(TaskKind.DOWNLOAD, site, item_id, url, priority, now)
-    return {**row, "remote_id": remote_id, "payload": payload}
+    return {**row, "remote_id": remote_id, "payload": payload, "duplicate_of": None, "done_at": None}
+
+
+def already_held(row: dict[str, Any], file_id: int | None, now: datetime) -> dict[str, Any]:
+    """A new download task whose content the archive already holds: it ends ``duplicate``
+    at once (never leased: no request to the site), pointing at the file that has it."""
+    return {**row, "state": TaskState.DUPLICATE, "duplicate_of": file_id, "done_at": now}
 
 
 def _new_task(
@@ -79,6 +88,7 @@ def file_rows(task_id: int, client_id: int, records, now: datetime) -> list[dict
             "path": record["path"],
             "size": record["size"],
             "sha256": record["sha256"].lower(),
+            "md5": record["md5"].lower() if record.get("md5") else None,
             "mime": record.get("mime"),
             "phash": record.get("phash"),
             "dhash": record.get("dhash"),
@@ -115,6 +125,7 @@ def _recorded(task: Any, lease_id: str, now: datetime) -> dict[str, Any]:
         "last_error": task.last_error,
         "last_error_at": task.last_error_at,
         "found_count": None,
+        "known_count": None,
         "done_by": None,
         "done_at": None,
         "updated_at": now,
@@ -130,20 +141,31 @@ def metadata_done(
     policy: LeasePolicy,
     sites: SiteRegistry,
     now: datetime,
+    known: KnownSet | None = None,
 ) -> Change:
     """A resolution: done with the download tasks of what it found, or, finding nothing,
-    tried again later (not found for good after the last attempt)."""
+    tried again later (not found for good after the last attempt).
+
+    A found post the archive knows (an anchor names it, by post or URL) becomes no task,
+    only a count; one whose metadata carries a hash the archive holds becomes a task that
+    is already ``duplicate``."""
     values = _recorded(task, lease_id, now)
     things = result["found"]
     if things:
-        values.update(state=TaskState.DONE, done_by=done_by, done_at=now, found_count=len(things))
         downloads = []
+        skipped = 0
         for thing in things:
             site = sites.get(thing["site"])
             remote_id = str(thing["remote_id"])
             metadata = thing.get("metadata") or {}
             url = site.download_url_for(remote_id, metadata, thing.get("url"))
-            downloads.append(new_download_task(task.item_id, site.name, remote_id, url, metadata, task.priority, now))
+            if known is not None and known.names_post(site.name, remote_id, url):
+                skipped += 1
+                continue
+            row = new_download_task(task.item_id, site.name, remote_id, url, metadata, task.priority, now)
+            holder = known.holder_of(site.published_hashes(metadata)) if known is not None else None
+            downloads.append(row if holder is None else already_held(row, holder.file_id, now))
+        values.update(state=TaskState.DONE, done_by=done_by, done_at=now, found_count=len(things), known_count=skipped)
         return Change(values, downloads)
     attempts = task.attempts + 1
     values.update(attempts=attempts, found_count=0, last_error="nothing found", last_error_at=now)

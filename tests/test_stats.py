@@ -41,9 +41,18 @@ def test_stats_after_a_small_run(actions, client):
         "done": 1,
         "not_found": 0,
         "dead": 0,
+        "duplicate": 0,
         "total": 4,
     }  # dogs retries; tube x2
-    assert stats["tasks"]["download"] == {"queued": 0, "leased": 1, "done": 1, "not_found": 0, "dead": 1, "total": 3}
+    assert stats["tasks"]["download"] == {
+        "queued": 0,
+        "leased": 1,
+        "done": 1,
+        "not_found": 0,
+        "dead": 1,
+        "duplicate": 0,
+        "total": 3,
+    }
     booru = stats["sites"]["booru"]
     assert booru["tasks"]["download"] == {"leased": 1, "done": 1, "dead": 1}
     assert booru["in_flight"] == 1 and booru["cooldown_until"] is None and booru["configured"]
