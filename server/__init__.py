@@ -46,6 +46,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["fetchfleet"] = {
         "sites": SiteRegistry.from_config(config["SITES"]),
         "policy": LeasePolicy.from_config(config),
+        "hash_indexes": {},
     }
 
     db.init_app(app)

@@ -26,6 +26,10 @@ def init_app(app: Flask) -> None:
         revoke_key_command,
         tasks_group,
         stats_command,
+        items_group,
+        files_group,
+        duplicates_command,
+        import_known_command,
     ):
         app.cli.add_command(command)
 
@@ -156,7 +160,9 @@ def tasks_list_command(state, kind, site, limit, as_json):
 
 @tasks_group.command("requeue")
 @click.option(
-    "--state", type=click.Choice(["dead", "not_found", "done", "queued"]), help="Requeue every task in this state."
+    "--state",
+    type=click.Choice(["dead", "not_found", "done", "queued", "duplicate"]),
+    help="Requeue every task in this state.",
 )
 @click.option("--kind", type=click.Choice([k.value for k in TaskKind]), help="Only this kind (default: both).")
 @click.option("--site", help="Only this site (its metadata tasks too, unless --kind download).")
@@ -188,3 +194,226 @@ def stats_command():
     from .stats import collect_stats
 
     click.echo(json.dumps(collect_stats(db.session, sites=context.sites()), default=str, indent=2))
+
+
+# -------------------------------------------------------------------- catalogue
+
+
+def _emit(rows, as_json: bool, columns: tuple[str, ...]) -> None:
+    """Rows as tab-separated columns (empty for None), or one JSON object per line."""
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(row, default=str))
+        else:
+            click.echo("\t".join("" if row.get(name) is None else str(row[name]) for name in columns))
+
+
+FILE_COLUMNS = ("id", "site", "remote_id", "item", "node", "path", "size", "sha256", "md5", "mime", "phash")
+
+
+@click.group("items", cls=AppGroup)
+def items_group():
+    """What the inventory found: items, their tasks, posts and files."""
+
+
+@items_group.command("list")
+@click.option("--state")
+@click.option("--site")
+@click.option("--text", help="Text in the key, title or query (case-insensitive).")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def items_list_command(state, site, text, limit, as_json):
+    """List items (key, state, title) in id order."""
+    from .catalogue import list_items
+
+    cursor, shown = None, 0
+    while shown < limit:
+        page = list_items(db.session, state=state, site=site, text=text, limit=min(1000, limit - shown), cursor=cursor)
+        _emit(page.rows, as_json, ("id", "key", "state", "title"))
+        shown += len(page.rows)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+
+
+@items_group.command("show")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="The item as one JSON object (as GET /items/KEY).")
+def items_show_command(key, as_json):
+    """An item: its metadata task per site, the posts it found, their files. Exit 1 if unknown."""
+    from .catalogue import show_item
+
+    try:
+        item = show_item(db.session, key)
+    except FetchfleetError as error:
+        _fail(error)
+    if as_json:
+        click.echo(json.dumps(item, default=str))
+        return
+    totals = item["totals"]
+    click.echo(f"{item['key']}\t{item['state']}\t{item['title'] or ''}")
+    click.echo(
+        f"found {totals['found']} post(s), {totals['known']} known, {totals['files']} file(s), "
+        f"{totals['bytes']} bytes; downloads {json.dumps(totals['downloads'])}"
+    )
+    for task in item["metadata_tasks"]:
+        error = f"\t{task['error_class']}: {task['last_error']}" if task["last_error"] else ""
+        click.echo(f"metadata\t{task['site']}\t{task['state']}\tattempts {task['attempts']}{error}")
+    for download in item["downloads"]:
+        click.echo(f"download\t{download['id']}\t{download['site']}\t{download['remote_id']}\t{download['state']}")
+        for file in download["files"]:
+            click.echo(f"file\t{file['id']}\t{file['node']}\t{file['path']}\t{file['size']}\t{file['sha256']}")
+    if item["next_downloads_cursor"]:
+        click.echo("(more downloads: --json, or GET /items/KEY?downloads_cursor=...)", err=True)
+
+
+@click.group("files", cls=AppGroup)
+def files_group():
+    """Files the archive holds: find them by hash, site, node or item; similar images."""
+
+
+@files_group.command("find")
+@click.option("--sha256")
+@click.option("--md5")
+@click.option("--site")
+@click.option("--node", help="The name of the node (its key) that keeps them.")
+@click.option("--item", help="An item key.")
+@click.option("--mime", help="A MIME type, or a prefix ending in / (image/).")
+@click.option("--since", type=click.DateTime(), help="Recorded at or after (UTC).")
+@click.option("--until", type=click.DateTime(), help="Recorded before (UTC).")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def files_find_command(sha256, md5, site, node, item, mime, since, until, limit, as_json):
+    """File records, tab-separated: id, site, remote id, item, node, path, size, sha256, md5, mime, phash."""
+    from datetime import UTC
+
+    from .catalogue import list_files
+    from .schemas import FileQuerySchema
+
+    problems = FileQuerySchema().validate({k: v for k, v in {"sha256": sha256, "md5": md5}.items() if v})
+    if problems:
+        name, [problem, *_] = next(iter(problems.items()))
+        _fail(FetchfleetError(f"--{name}: {problem}"))
+    since, until = (moment.replace(tzinfo=UTC) if moment else None for moment in (since, until))
+    cursor, shown = None, 0
+    while shown < limit:
+        page = list_files(
+            db.session,
+            sha256=sha256,
+            md5=md5,
+            site=site,
+            node=node,
+            item=item,
+            mime=mime,
+            since=since,
+            until=until,
+            limit=min(1000, limit - shown),
+            cursor=cursor,
+        )
+        _emit(page.rows, as_json, FILE_COLUMNS)
+        shown += len(page.rows)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    if not as_json:
+        click.echo(f"{shown} file(s)", err=True)
+
+
+@files_group.command("similar")
+@click.option("--phash", help="16 hex digits.")
+@click.option("--dhash", help="16 hex digits.")
+@click.option("--file", "file_id", type=click.IntRange(1), help="Search with this file's hash.")
+@click.option("--hash", "column", type=click.Choice(["phash", "dhash"]), help="With --file: which hash.")
+@click.option("--distance", type=click.IntRange(0, 16), default=8, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def files_similar_command(phash, dhash, file_id, column, distance, limit, as_json):
+    """Reverse image search: files within --distance bits, nearest first (distance first column)."""
+    from .catalogue import hash_of_file, similar_files
+    from .similar import HashIndex
+
+    given = [name for name, value in (("phash", phash), ("dhash", dhash), ("file", file_id)) if value]
+    if len(given) != 1:
+        _fail(FetchfleetError("give exactly one of --phash, --dhash or --file"))
+    try:
+        if file_id:
+            column = column or "phash"
+            value = hash_of_file(db.session, file_id, column)
+        else:
+            column, text = ("phash", phash) if phash else ("dhash", dhash)
+            if len(text) != 16 or any(c not in "0123456789abcdefABCDEF" for c in text):
+                raise FetchfleetError(f"--{column}: must be 16 hexadecimal digits")
+            value = int(text, 16)
+        found = similar_files(
+            db.session,
+            HashIndex(column, refresh_seconds=0),
+            value=value,
+            distance=distance,
+            limit=limit,
+            exclude=file_id,
+        )
+    except FetchfleetError as error:
+        _fail(error)
+    _emit(found, as_json, ("distance", *FILE_COLUMNS))
+
+
+@files_group.command("show")
+@click.argument("file_id", type=int)
+def files_show_command(file_id):
+    """One file record as JSON. Exit 1 if unknown."""
+    from .catalogue import get_file
+
+    try:
+        click.echo(json.dumps(get_file(db.session, file_id), default=str, indent=2))
+    except FetchfleetError as error:
+        _fail(error)
+
+
+@click.command("duplicates")
+@with_appcontext
+@click.option("--kind", type=click.Choice(["exact", "similar"]), default="exact", show_default=True)
+@click.option("--distance", type=click.IntRange(0, 16), default=8, show_default=True, help="similar: bits apart.")
+@click.option("--hash", "column", type=click.Choice(["phash", "dhash"]), default="phash", show_default=True)
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per group and line.")
+def duplicates_command(kind, distance, column, limit, as_json):
+    """Content held more than once: exact (by sha256, most wasted bytes first) or similar images."""
+    from .catalogue import exact_duplicates, similar_clusters
+    from .similar import HashIndex
+
+    if kind == "exact":
+        page = exact_duplicates(db.session, limit=limit)
+    else:
+        page = similar_clusters(db.session, HashIndex(column, refresh_seconds=0), distance=distance, limit=limit)
+    for group in page.rows:
+        if as_json:
+            click.echo(json.dumps(group, default=str))
+            continue
+        head = (
+            f"{group['sha256']}\t{group['copies']} copies\t{group['wasted']} bytes wasted"
+            if kind == "exact"
+            else (f"cluster of {len(group['files'])} (from file {group['first']})")
+        )
+        click.echo(head)
+        for file in group["files"]:
+            distance_column = f"{file['distance']}\t" if "distance" in file else ""
+            click.echo(
+                f"  {distance_column}{file['id']}\t{file['site']}\t{file['remote_id']}\t{file['node']}\t{file['path']}"
+            )
+
+
+@click.command("import-known")
+@with_appcontext
+@click.argument("file", type=click.File("rb"))
+@click.option("--site", help="The site of a gallery-dl archive, or of CSV rows without a site column.")
+def import_known_command(file, site):
+    """Import anchors (files the archive already has) from a CSV of site,remote_id / url /
+    sha256 / md5 columns, or a gallery-dl --download-archive file. All or nothing: exit 1
+    listing each bad line."""
+    from .known import import_known
+
+    try:
+        report = import_known(db.session, file, sites=context.sites(), source=file.name, site=site)
+    except FetchfleetError as error:
+        _fail(error)
+    click.echo(report.summary())

@@ -1,9 +1,13 @@
 """The app's configured sites and lease policy, built once in ``create_app``."""
 
+import threading
+
 from flask import current_app
 
 from .policy import LeasePolicy
 from .sites import SiteRegistry
+
+_building = threading.Lock()
 
 
 def sites() -> SiteRegistry:
@@ -12,3 +16,14 @@ def sites() -> SiteRegistry:
 
 def policy() -> LeasePolicy:
     return current_app.extensions["fetchfleet"]["policy"]
+
+
+def hash_index(column: str):
+    """This process's index of one perceptual hash column, built on first use."""
+    from .similar import HashIndex
+
+    indexes = current_app.extensions["fetchfleet"]["hash_indexes"]
+    with _building:
+        if column not in indexes:
+            indexes[column] = HashIndex(column, refresh_seconds=current_app.config["SIMILAR_REFRESH_SECONDS"])
+        return indexes[column]

@@ -135,7 +135,7 @@ class RowError:
     reason: str
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
+        return f"line {self.line}: {self.reason}" if self.line else self.reason
 
 
 @dataclass
@@ -302,17 +302,18 @@ def _archive_anchors(head: bytes, stream: IO[bytes], site) -> tuple[list[dict[st
             return [], [RowError(0, f"not a readable gallery-dl archive: {exc}")]
     anchors, errors = [], []
     pattern: re.Pattern[str] = site.archive_id_pattern
-    for rowid, entry in entries:
+    for number, entry in enumerate(entries, 1):
         match = pattern.search(entry) if isinstance(entry, str) else None
         remote_id = match.group("id") if match else None
         if not remote_id or len(remote_id) > 255 or UNSTORABLE_TEXT.search(remote_id):
-            errors.append(RowError(rowid, f"entry {str(entry)[:200]!r} names no post id (pattern {pattern.pattern})"))
+            reason = f"entry {str(entry)[:200]!r} names no post id (pattern {pattern.pattern})"
+            errors.append(RowError(number, reason))
             continue
         anchors.append({"site": site.name, "remote_id": remote_id})
     return anchors, errors
 
 
-def _archive_entries(path: str) -> list[tuple[int, Any]]:
+def _archive_entries(path: str) -> list[Any]:
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         connection.execute("PRAGMA trusted_schema = OFF")
@@ -322,7 +323,8 @@ def _archive_entries(path: str) -> list[tuple[int, Any]]:
         columns = {row[1] for row in connection.execute("PRAGMA table_info(archive)")}
         if "entry" not in columns:
             raise sqlite3.DatabaseError("its archive table has no entry column")
-        return connection.execute("SELECT rowid, entry FROM archive ORDER BY rowid").fetchall()
+        # gallery-dl makes it WITHOUT ROWID: entries in key order, numbered from 1.
+        return [row[0] for row in connection.execute("SELECT entry FROM archive ORDER BY entry")]
     finally:
         connection.close()
 

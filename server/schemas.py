@@ -3,6 +3,8 @@ and are the source of the OpenAPI document at ``/openapi.json``."""
 
 from __future__ import annotations
 
+from datetime import UTC
+
 import marshmallow as ma
 from marshmallow import fields, validate
 
@@ -31,6 +33,7 @@ def _storable_text(value: str) -> None:
 _HEX64 = validate.Regexp(r"^[0-9a-fA-F]{64}$", error="must be 64 hexadecimal digits")
 _HEX32 = validate.Regexp(r"^[0-9a-fA-F]{32}$", error="must be 32 hexadecimal digits")
 _HEX16 = validate.Regexp(r"^[0-9a-f]{16}$", error="must be 16 lowercase hexadecimal digits")
+_HEX16_ANY_CASE = validate.Regexp(r"^[0-9a-fA-F]{16}$", error="must be 16 hexadecimal digits")
 
 
 class StrictSchema(ma.Schema):
@@ -343,6 +346,12 @@ class StatsSchema(ma.Schema):
     clients = fields.List(fields.Nested(ClientStatsSchema))
     throughput = fields.Nested(ThroughputSchema)
     recent_errors = fields.List(fields.Nested(ErrorStatsSchema))
+    archive = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        metadata={"description": "files and bytes recorded, distinct content (unique_*), posts skipped as known"},
+    )
+    known = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "anchors by kind"})
 
 
 class SiteSchema(ma.Schema):
@@ -358,3 +367,203 @@ class HealthSchema(ma.Schema):
     status = fields.String()
     version = fields.String()
     database = fields.String()
+
+
+# -------------------------------------------------------------------- catalogue
+
+_CURSOR = {"metadata": {"description": "next_cursor of the previous page"}}
+
+
+class PageQuerySchema(StrictSchema):
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+    cursor = fields.String(validate=validate.Length(max=100), **_CURSOR)
+
+
+class ItemQuerySchema(PageQuerySchema):
+    state = fields.String(validate=validate.OneOf([s.value for s in ItemState]))
+    site = fields.String(validate=[validate.Length(1, 100), _storable_text])
+    q = fields.String(
+        validate=[validate.Length(1, 500), _storable_text],
+        metadata={"description": "text in the key, title or query (case-insensitive)"},
+    )
+
+
+class ItemSchema(ma.Schema):
+    id = fields.Integer()
+    key = fields.String()
+    url = fields.String(allow_none=True)
+    query = fields.String(allow_none=True)
+    title = fields.String(allow_none=True)
+    state = fields.String()
+    sites = fields.List(fields.String(), allow_none=True)
+    priority = fields.Integer()
+    extra = fields.Dict()
+    created_at = fields.AwareDateTime()
+    updated_at = fields.AwareDateTime()
+
+
+class ItemListSchema(ma.Schema):
+    items = fields.List(fields.Nested(ItemSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class ItemDetailQuerySchema(StrictSchema):
+    downloads_limit = fields.Integer(load_default=1000, validate=validate.Range(1, 10_000))
+    downloads_cursor = fields.String(validate=validate.Length(max=100), **_CURSOR)
+
+
+class MetadataTaskSchema(ma.Schema):
+    id = fields.Integer()
+    site = fields.String()
+    url = fields.String()
+    state = fields.String()
+    attempts = fields.Integer()
+    error_class = fields.String(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    last_error_at = fields.AwareDateTime(allow_none=True)
+    found_count = fields.Integer(allow_none=True)
+    known_count = fields.Integer(allow_none=True, metadata={"description": "found posts skipped as known"})
+    found_at = fields.AwareDateTime(allow_none=True)
+    available_at = fields.AwareDateTime()
+
+
+class CatalogueFileSchema(ma.Schema):
+    id = fields.Integer()
+    task_id = fields.Integer()
+    site = fields.String(allow_none=True)
+    remote_id = fields.String(allow_none=True)
+    task_url = fields.String(allow_none=True)
+    item = fields.String(allow_none=True, metadata={"description": "key of the item that found its post first"})
+    node = fields.String(allow_none=True, metadata={"description": "the node that keeps it"})
+    path = fields.String(metadata={"description": "relative to that node's --dest"})
+    size = fields.Integer()
+    sha256 = fields.String()
+    md5 = fields.String(allow_none=True)
+    mime = fields.String(allow_none=True)
+    phash = fields.String(allow_none=True)
+    dhash = fields.String(allow_none=True)
+    created_at = fields.AwareDateTime()
+
+
+class SimilarFileSchema(CatalogueFileSchema):
+    distance = fields.Integer(metadata={"description": "Hamming distance to the query hash, in bits"})
+
+
+class DownloadTaskSchema(ma.Schema):
+    id = fields.Integer()
+    site = fields.String()
+    remote_id = fields.String(allow_none=True)
+    url = fields.String(allow_none=True)
+    state = fields.String()
+    attempts = fields.Integer()
+    error_class = fields.String(allow_none=True)
+    last_error = fields.String(allow_none=True)
+    duplicate_of = fields.Integer(allow_none=True, metadata={"description": "duplicate: the file that has it"})
+    done_at = fields.AwareDateTime(allow_none=True)
+    files = fields.List(fields.Nested(CatalogueFileSchema))
+
+
+class ItemTotalsSchema(ma.Schema):
+    found = fields.Integer(metadata={"description": "download tasks of the posts it found"})
+    known = fields.Integer(metadata={"description": "found posts skipped as known anchors"})
+    downloads = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "by state"})
+    files = fields.Integer()
+    bytes = fields.Integer()
+
+
+class ItemDetailSchema(ItemSchema):
+    metadata_tasks = fields.List(fields.Nested(MetadataTaskSchema))
+    downloads = fields.List(fields.Nested(DownloadTaskSchema))
+    next_downloads_cursor = fields.String(allow_none=True)
+    totals = fields.Nested(ItemTotalsSchema)
+
+
+class FileQuerySchema(PageQuerySchema):
+    sha256 = fields.String(validate=_HEX64)
+    md5 = fields.String(validate=_HEX32)
+    site = fields.String(validate=[validate.Length(1, 100), _storable_text])
+    node = fields.String(validate=[validate.Length(1, 100), _storable_text])
+    item = fields.String(validate=[validate.Length(1, 500), _storable_text], metadata={"description": "an item key"})
+    mime = fields.String(
+        validate=[validate.Length(1, 100), _storable_text],
+        metadata={"description": "a MIME type, or a prefix ending in / (image/)"},
+    )
+    since = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "recorded at or after"})
+    until = fields.AwareDateTime(default_timezone=UTC, metadata={"description": "recorded before"})
+
+
+class FileListSchema(ma.Schema):
+    files = fields.List(fields.Nested(CatalogueFileSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+_DISTANCE = fields.Integer(
+    load_default=8, validate=validate.Range(0, 16), metadata={"description": "at most this many bits apart"}
+)
+_HASH_KIND = fields.String(
+    validate=validate.OneOf(["phash", "dhash"]),
+    metadata={"description": "which perceptual hash to compare (default: the one given, else phash)"},
+)
+
+
+class SimilarQuerySchema(StrictSchema):
+    phash = fields.String(validate=_HEX16_ANY_CASE)
+    dhash = fields.String(validate=_HEX16_ANY_CASE)
+    file = fields.Integer(validate=_ID, metadata={"description": "search with this file's hash"})
+    hash = _HASH_KIND
+    distance = _DISTANCE
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+
+    @ma.validates_schema
+    def _one_query(self, data, **kwargs):
+        given = [name for name in ("phash", "dhash", "file") if name in data]
+        if len(given) != 1:
+            raise ma.ValidationError("give exactly one of phash, dhash or file", field_name="phash")
+        if "hash" in data and given[0] != "file" and data["hash"] != given[0]:
+            raise ma.ValidationError(f"hash={data['hash']} with {given[0]}=: give one", field_name="hash")
+
+
+class SimilarListSchema(ma.Schema):
+    hash = fields.String()
+    query = fields.String(metadata={"description": "the hash searched for"})
+    distance = fields.Integer()
+    files = fields.List(fields.Nested(SimilarFileSchema))
+
+
+class DuplicateQuerySchema(PageQuerySchema):
+    kind = fields.String(load_default="exact", validate=validate.OneOf(["exact", "similar"]))
+    distance = _DISTANCE
+    hash = _HASH_KIND
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+
+
+class DuplicateGroupSchema(ma.Schema):
+    sha256 = fields.String(metadata={"description": "exact: the content"})
+    copies = fields.Integer(metadata={"description": "exact: file records holding it"})
+    size = fields.Integer()
+    wasted = fields.Integer(metadata={"description": "exact: bytes beyond the first copy"})
+    first = fields.Integer(metadata={"description": "similar: the cluster's smallest file id"})
+    files = fields.List(fields.Nested(SimilarFileSchema))
+
+
+class DuplicateListSchema(ma.Schema):
+    kind = fields.String()
+    distance = fields.Integer(allow_none=True)
+    groups = fields.List(fields.Nested(DuplicateGroupSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class KnownQuerySchema(StrictSchema):
+    site = fields.String(
+        validate=[validate.Length(1, 100), _storable_text],
+        metadata={"description": "the site of a gallery-dl archive, or of CSV rows without a site column"},
+    )
+    source = fields.String(validate=[validate.Length(1, 500), _storable_text], metadata={"description": "a name"})
+
+
+class KnownReportSchema(ma.Schema):
+    source = fields.String()
+    format = fields.String()
+    rows = fields.Integer()
+    added = fields.Integer()
+    already_known = fields.Integer()

@@ -40,6 +40,11 @@ DEFAULTS: dict[str, Any] = {
     "MAX_INVENTORY_UPLOAD_BYTES": 2 * 1024 * 1024 * 1024,
     # Inventory rows per import transaction: bounds memory and how long a writer holds SQLite.
     "IMPORT_CHUNK_ROWS": 1000,
+    # Largest anchor file (CSV or gallery-dl archive) POST /known takes; the CLI has no limit.
+    "MAX_KNOWN_UPLOAD_BYTES": 1024 * 1024 * 1024,
+    # Reverse image search: a process reads files recorded elsewhere (other workers, other
+    # hosts) at most this many seconds before answering.
+    "SIMILAR_REFRESH_SECONDS": 1.0,
 }
 
 _POSITIVE_INTS = (
@@ -56,6 +61,7 @@ _POSITIVE_INTS = (
     "MAX_RETRY_AFTER_SECONDS",
     "EMPTY_QUEUE_RETRY_AFTER_SECONDS",
     "IMPORT_CHUNK_ROWS",
+    "MAX_KNOWN_UPLOAD_BYTES",
 )
 
 
@@ -65,6 +71,9 @@ def validate(settings: dict[str, Any]) -> None:
         value = settings.get(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    refresh = settings.get("SIMILAR_REFRESH_SECONDS")
+    if isinstance(refresh, bool) or not isinstance(refresh, int | float) or not 0 <= refresh <= 3600:
+        raise ConfigError(f"SIMILAR_REFRESH_SECONDS must be a number of seconds from 0 to 3600, got {refresh!r}")
     if not isinstance(settings.get("DATABASE_URL"), str) or not settings["DATABASE_URL"]:
         raise ConfigError("DATABASE_URL must be a SQLAlchemy database URL")
     minimum = settings.get("MIN_CLIENT_VERSION")

@@ -10,7 +10,9 @@ from sqlalchemy.orm import Session
 
 from common.states import ItemState, TaskKind, TaskState
 
+from .catalogue import archive_totals
 from .database import read_only, utcnow
+from .known import known_counts
 from .models import ApiKey, File, Item, Lease, LeaseState, SiteState, Task
 from .sites import SiteRegistry
 
@@ -112,9 +114,13 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
         .order_by(func.count().desc())
         .limit(10)
     )
+    archive = archive_totals(session)
+    known = known_counts(session)
     session.commit()
     return {
         "generated_at": now,
+        "archive": archive,
+        "known": known,
         "detail": "full",
         "items": items,
         "tasks": tasks,

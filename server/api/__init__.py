@@ -16,7 +16,9 @@ class ApiBlueprint(flask_smorest.Blueprint):
 
 
 def register_blueprints(api: flask_smorest.Api) -> None:
-    from . import health, inventory, leases, sites, stats, tasks
+    from . import catalogue, health, inventory, known, leases, sites, stats, tasks
 
-    for module in (leases, inventory, tasks, stats, sites, health):
+    for module in (leases, inventory, tasks, stats, sites, health, known):
         api.register_blueprint(module.blp)
+    for blueprint in (catalogue.items, catalogue.files, catalogue.duplicates):
+        api.register_blueprint(blueprint)
