@@ -28,9 +28,9 @@ import click
 
 from support.processes import REPO_ROOT
 
-from . import memory, pipeline, report, scaling, throughput
+from . import catalogue, memory, pipeline, report, scaling, throughput
 
-SECTIONS = ("throughput", "scaling", "pipeline", "memory")
+SECTIONS = ("throughput", "scaling", "pipeline", "memory", "catalogue")
 
 
 @dataclass
@@ -50,6 +50,12 @@ class Plan:
     latency: float = 0.05
     image_size: int | None = 320
     memory_tasks: int = 1_000_000
+    similar_sizes: tuple[int, ...] = (1_000_000, 10_000_000)
+    similar_queries: int = 200  # per distance, in-process
+    sql_queries: int = 10  # per distance: the SQL scan is slow
+    endpoint_requests: int = 200
+    lookup_sizes: tuple[int, ...] = (10_000, 1_000_000)
+    known_rounds: int = 30
     extra: dict = field(default_factory=dict)
 
 
@@ -64,6 +70,12 @@ SMOKE = Plan(
     files=16,
     latency=0.01,
     memory_tasks=5_000,
+    similar_sizes=(10_000,),
+    similar_queries=10,
+    sql_queries=2,
+    endpoint_requests=10,
+    lookup_sizes=(1_000, 5_000),
+    known_rounds=4,
 )
 
 
@@ -142,7 +154,13 @@ def _run(smoke: bool, only: tuple[str, ...], keep_workdir: bool) -> dict:
     results = {"plan": asdict(plan), "smoke": smoke, "environment": environment()}
     try:
         for name in only or SECTIONS:
-            section = {"throughput": throughput, "scaling": scaling, "pipeline": pipeline, "memory": memory}[name]
+            section = {
+                "throughput": throughput,
+                "scaling": scaling,
+                "pipeline": pipeline,
+                "memory": memory,
+                "catalogue": catalogue,
+            }[name]
             progress(f"== {name}")
             section_dir = workdir / name
             section_dir.mkdir()

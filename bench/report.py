@@ -112,7 +112,64 @@ def targets(results: dict) -> list[dict[str, Any]]:
             ">= 0.90",
             pipeline["client_8_vs_gallery_dl_8"] >= 0.9,
         )
+    _catalogue_targets(results.get("catalogue"), add)
     return rows
+
+
+#: In-process near-duplicate search targets, distance 8: p50 ms at each size.
+SIMILAR_P50_MS = {1_000_000: 2, 10_000_000: 20}
+
+
+def _catalogue_targets(catalogue: dict | None, add) -> None:
+    if not catalogue:
+        return
+    scans = {row["hashes"]: row for row in catalogue["sql_scan"]}
+    for row in catalogue["in_process"]:
+        size = row["hashes"]
+        at8 = next(d for d in row["distances"] if d["distance"] == 8)
+        p50 = at8["index"]["p50_ms"]
+        if size in SIMILAR_P50_MS:
+            wanted = SIMILAR_P50_MS[size]
+            add(f"similar search, {size:,} hashes, distance 8: p50 ms in-process", p50, f"<= {wanted}", p50 <= wanted)
+        sql = scans.get(size)
+        if sql:
+            sql8 = next(d for d in sql["distances"] if d["distance"] == 8)["p50_ms"]
+            add(
+                f"similar search, {size:,} hashes: times the SQL scan (p50, distance 8)",
+                round(sql8 / p50, 1),
+                ">= 30",
+                sql8 / p50 >= 30,
+            )
+        per_million = row["bytes_per_million"] / 2**20
+        add(
+            f"similar index, {size:,} hashes: MiB per million hashes per process",
+            round(per_million, 1),
+            "<= 20",
+            per_million <= 20,
+        )
+    for row in catalogue["endpoint"]:
+        fresh = row["freshness"]["max_seconds"]
+        add(f"a new file findable by every worker ({row['hashes']:,} hashes), seconds", fresh, "<= 5", fresh <= 5)
+    by_backend: dict[str, list[dict]] = {}
+    for row in catalogue["lookups"]:
+        by_backend.setdefault(row["backend"], []).append(row)
+    for backend, rows in by_backend.items():
+        small, large = rows[0], rows[-1]
+        for key, label in (("files_by_sha256", "GET /files?sha256="), ("item", "GET /items/<key>")):
+            ratio = round(large[key]["p50_ms"] / small[key]["p50_ms"], 2)
+            add(
+                f"{backend}: {label} p50 at {large['files']:,} / at {small['files']:,} files",
+                ratio,
+                "<= 1.5",
+                ratio <= 1.5,
+            )
+    for row in catalogue["skip_known"]:
+        add(
+            f"{row['backend']}: submit of 100 found, half known / none known",
+            row["ratio"],
+            "<= 1.5",
+            row["ratio"] <= 1.5,
+        )
 
 
 def _against_floor(
@@ -368,6 +425,8 @@ def markdown(results: dict) -> str:
             "(sha256, phash, dhash), writes its sidecar and reports to the coordinator.",
         ]
 
+    lines += _catalogue_tables(results.get("catalogue"))
+
     memory = results.get("memory")
     pipeline_memory = (results.get("pipeline") or {}).get("client_8", {}).get("peak_rss_bytes")
     if memory or pipeline_memory:
@@ -384,3 +443,68 @@ def markdown(results: dict) -> str:
                 f"{_mib(pipeline_memory['with_workers'])} at peak"
             )
     return "\n".join(lines) + "\n"
+
+
+def _catalogue_tables(catalogue: dict | None) -> list[str]:
+    if not catalogue:
+        return []
+    lines = [
+        "",
+        "## Near-duplicate search (random 64-bit phashes; p50 / p99 ms per query)",
+        "",
+        "In-process: fetchfleet's index (an exact blocked XOR + popcount scan) beside a numpy scan of the whole "
+        "array and the SQL scan a booru writes (`bit_count((h # q)::bit(64)) <= d` over a table of bigints, "
+        "PostgreSQL), same run. Endpoint: `GET /files/similar` on gunicorn (2 workers) over PostgreSQL holding "
+        "that many file records, over HTTP.",
+        "",
+        "| hashes | distance | fetchfleet in-process | numpy whole-array scan | SQL scan | endpoint over HTTP |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    scans = {row["hashes"]: row for row in catalogue["sql_scan"]}
+    endpoints = {row["hashes"]: row for row in catalogue["endpoint"]}
+
+    def pair(stats: dict | None) -> str:
+        return "-" if not stats else f"{stats['p50_ms']:.2f} / {stats['p99_ms']:.2f}"
+
+    for row in catalogue["in_process"]:
+        size = row["hashes"]
+        for at in row["distances"]:
+            sql = next((d for d in scans.get(size, {}).get("distances", []) if d["distance"] == at["distance"]), None)
+            http = next(
+                (d for d in endpoints.get(size, {}).get("distances", []) if d["distance"] == at["distance"]), None
+            )
+            lines.append(
+                f"| {size:,} | {at['distance']} | {pair(at['index'])} | {pair(at['numpy_scan'])} | {pair(sql)} "
+                f"| {pair(http)} |"
+            )
+    lines.append("")
+    for row in catalogue["in_process"]:
+        lines.append(
+            f"- {row['hashes']:,} hashes: the index holds {row['bytes_per_million'] / 2**20:.1f} MiB per million"
+        )
+    for row in catalogue["endpoint"]:
+        growth = row["rss_growth_per_million_bytes"] / 2**20
+        lines.append(
+            f"- endpoint, {row['hashes']:,} file records: first answer of a worker (reads every hash) "
+            f"{row['first_answer_seconds']} s; worker RSS grew {growth:.1f} MiB per million; a file recorded "
+            f"elsewhere answered by every worker within {row['freshness']['max_seconds']} s"
+        )
+    lines += [
+        "",
+        "## Catalogue lookups over HTTP (p50 / p99 ms)",
+        "",
+        "| backend | files | GET /files?sha256= | GET /items/<key> |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for row in catalogue["lookups"]:
+        lines.append(f"| {row['backend']} | {row['files']:,} | {pair(row['files_by_sha256'])} | {pair(row['item'])} |")
+    lines += [
+        "",
+        "Metadata submit of 100 found posts, in-process, interleaved: "
+        + "; ".join(
+            f"{row['backend']} {row['none_known_ms']} ms with none known, {row['half_known_ms']} ms with half known"
+            for row in catalogue["skip_known"]
+        )
+        + ".",
+    ]
+    return lines

@@ -430,11 +430,12 @@ def _record_others(session, lease, client, results, sites, policy, now, outcome:
             statements.CHANGE_TASK, [{f"b_{name}": value for name, value in change.items()} for change in changes]
         )
     if found:
+        tasks = statements.TASKS
         created = session.execute(
-            insert_ignore(session, statements.TASKS).returning(statements.TASKS.c.id), found
+            insert_ignore(session, tasks).returning(tasks.c.id, tasks.c.site, tasks.c.remote_id), found
         ).all()
         outcome.download_tasks_created += len(created)
-        _link_found_posts(session, found, now)
+        _link_found_posts(session, found, {(row.site, row.remote_id): row.id for row in created}, now)
     for site_name, (until, reason) in cooldowns.items():
         set_cooldown(session, site_name, until, reason, now)
     refresh_item_states(session, metadata_items)
@@ -454,22 +455,30 @@ def _candidates(results: Sequence[Mapping[str, Any]], sites: SiteRegistry) -> li
     return candidates
 
 
-def _link_found_posts(session: Session, found: list[dict[str, Any]], now: datetime) -> None:
+def _link_found_posts(
+    session: Session, found: list[dict[str, Any]], created: dict[tuple[str, str], int], now: datetime
+) -> None:
     """Each item lists every post it found, also those another item found first (one
-    download task per post): one select of their ids, one insert of the links."""
+    download task per post): the ids of posts that had a task already in one select, the
+    links in one insert."""
     finders: dict[tuple[str, str], set[int]] = {}
     for row in found:
         if row["item_id"] is not None:
             finders.setdefault((row["site"], row["remote_id"]), set()).add(row["item_id"])
-    pairs = sorted(finders)
-    links = []
-    for start in range(0, len(pairs), LINK_CHUNK):
-        for task_id, site, remote_id in session.execute(
-            statements.DOWNLOAD_IDS, {"pairs": pairs[start : start + LINK_CHUNK]}
-        ):
-            links += [{"item_id": item, "task_id": task_id, "found_at": now} for item in finders[(site, remote_id)]]
+    task_ids = {pair: created[pair] for pair in finders if pair in created}
+    older = sorted(pair for pair in finders if pair not in created)
+    for start in range(0, len(older), LINK_CHUNK):
+        chunk = {"pairs": older[start : start + LINK_CHUNK]}
+        task_ids.update(
+            ((site, remote_id), task_id) for task_id, site, remote_id in session.execute(statements.DOWNLOAD_IDS, chunk)
+        )
+    links = [
+        {"item_id": item, "task_id": task_id, "found_at": now}
+        for pair, task_id in task_ids.items()
+        for item in finders[pair]
+    ]
     if links:
-        session.execute(insert_ignore(session, ItemPost), links)
+        insert_rows(session, prepare_rows(session, ItemPost.__table__, links))
 
 
 def _check_result(index: int, result: Mapping[str, Any], kind: str, sites: SiteRegistry) -> None:

@@ -152,6 +152,15 @@ class HashIndex:
         self._hashes[self._size : needed] = hashes
         self._size = needed
 
+    def load(self, ids: np.ndarray, hashes: np.ndarray) -> None:
+        """Take these (ids ascending, hashes as uint64) as read: for benchmarks and tests
+        that measure the search without a database."""
+        with self._lock:
+            self._reset()
+            self._ids, self._hashes = ids.astype(np.int64), hashes.astype(np.uint64)
+            self._size = len(ids)
+            self._max_id = int(ids[-1]) if len(ids) else 0
+
     # ------------------------------------------------------------- searching
 
     def search(self, value: int, distance: int, limit: int | None = None) -> list[Match]:

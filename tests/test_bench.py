@@ -70,9 +70,28 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
     assert pipeline["client_8"]["peak_rss_bytes"]["with_workers"] > pipeline["client_8"]["peak_rss_bytes"]["parent"]
     for backend in ("sqlite", "postgresql"):
         assert data["memory"][backend]["total_rss_bytes"] > 0
-    assert len(data["targets"]) == 10 and all(row["measured"] is not None for row in data["targets"])
+    catalogue = data["catalogue"]
+    [similar] = catalogue["in_process"]
+    assert similar["hashes"] == 10_000 and [row["distance"] for row in similar["distances"]] == [4, 8, 12]
+    assert all(row["index"]["p50_ms"] > 0 and row["numpy_scan"]["p50_ms"] > 0 for row in similar["distances"])
+    assert all(row["p50_ms"] > 0 for row in catalogue["sql_scan"][0]["distances"])
+    [endpoint] = catalogue["endpoint"]
+    assert endpoint["first_answer_seconds"] > 0 and 0 < endpoint["freshness"]["max_seconds"] < 30
+    assert [(row["backend"], row["files"]) for row in catalogue["lookups"]] == [
+        (backend, size) for backend in ("sqlite", "postgresql") for size in (1_000, 5_000)
+    ]
+    assert all(row["ratio"] > 0 for row in catalogue["skip_known"])
+    assert len(data["targets"]) == 19 and all(row["measured"] is not None for row in data["targets"])
     table = (tmp_path / "latest.md").read_text()
-    for heading in ("## Targets", "## Coordinator throughput", "## Lease latency", "## Client pipeline", "## Memory"):
+    for heading in (
+        "## Targets",
+        "## Coordinator throughput",
+        "## Lease latency",
+        "## Client pipeline",
+        "## Memory",
+        "## Near-duplicate search",
+        "## Catalogue lookups",
+    ):
         assert heading in table
     assert "## What bounds it" in table and "CPU ms per 100-task cycle" in table
     assert "| sqlite, ceiling app, every statement |" in table and "(ceiling app, every statement) | 16 | 100" in table

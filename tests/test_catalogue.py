@@ -454,3 +454,59 @@ def test_import_known_cli_exit_status_and_report(runner, tmp_path, ctx):
     assert result.exit_code == 1 and "line 3: sha256 must be 64 hexadecimal digits" in result.output
     result = runner.invoke(args=["import-known", str(good), "--site", "nowhere"])
     assert result.exit_code == 1 and "unknown site" in result.output
+
+
+def test_the_index_finds_rows_that_commit_late_below_its_highest_id(ctx, backend):
+    """A row whose id is below the highest one read (its transaction took the id first and
+    committed later) is found at a later refresh; a gap that never fills is dropped."""
+    from server.extensions import db
+    from server.models import File
+    from server.similar import HashIndex
+
+    clock = [0.0]
+    index = HashIndex("phash", refresh_seconds=0, gap_seconds=60, clock=lambda: clock[0])
+
+    def add(*ids):
+        rows = [
+            {"id": i, "task_id": i, "client_id": 1, "path": f"p{i}", "size": 1, "sha256": sha(i), "phash": f"{i:016x}"}
+            for i in ids
+        ]
+        db.session.execute(File.__table__.insert(), rows)
+        db.session.commit()
+
+    def found(i):
+        index.ensure_fresh(db.session)
+        return [m.file_id for m in index.search(i, 0)] == [i]
+
+    add(1, 2, 3)
+    assert found(3) and len(index) == 3
+    add(6)  # 4 and 5 are gaps now
+    assert found(6) and not found(4)
+    add(4)
+    assert found(4) and len(index) == 5
+    clock[0] = 61  # 5 never came: forgotten, not asked for forever
+    index.ensure_fresh(db.session)
+    add(5)
+    index.ensure_fresh(db.session)
+    assert not [m for m in index.search(5, 0)]
+
+    if backend == "postgresql":  # the real thing: two open transactions, ids from the sequence
+        from sqlalchemy import text
+
+        db.session.execute(text("SELECT setval(pg_get_serial_sequence('files', 'id'), 100)"))
+        db.session.commit()
+        columns = "(task_id, client_id, path, size, sha256, phash, created_at)"
+        values = f"VALUES (1, 1, :path, 1, '{sha(0)}', :phash, now()) RETURNING id"
+        with db.engine.connect() as early, db.engine.connect() as later:
+            early_id = early.execute(text(f"INSERT INTO files {columns} {values}"), {"path": "e", "phash": "e" * 16})
+            early_id = early_id.scalar()
+            later_id = later.execute(text(f"INSERT INTO files {columns} {values}"), {"path": "l", "phash": "f" * 16})
+            later_id = later_id.scalar()
+            later.commit()
+            assert later_id > early_id
+            index.ensure_fresh(db.session)
+            assert [m.file_id for m in index.search(int("f" * 16, 16), 0)] == [later_id]
+            assert index.search(int("e" * 16, 16), 0) == []
+            early.commit()
+        index.ensure_fresh(db.session)
+        assert [m.file_id for m in index.search(int("e" * 16, 16), 0)] == [early_id]
