@@ -18,6 +18,7 @@ from ..catalogue import (
 from ..extensions import db
 from ..models import Role
 from ..schemas import (
+    MAX_ID,
     CatalogueFileSchema,
     DuplicateListSchema,
     DuplicateQuerySchema,
@@ -88,7 +89,7 @@ def file_similar(query):
     return {"hash": column, "query": f"{value:016x}", "distance": query["distance"], "files": found}
 
 
-@files.route("/<int:file_id>", methods=["GET"])
+@files.route(f"/<int(max={MAX_ID}):file_id>", methods=["GET"])
 @auth_required(Role.CLIENT)
 @files.response(200, CatalogueFileSchema)
 def file_detail(file_id):
