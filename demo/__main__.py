@@ -148,6 +148,25 @@ def main(workdir: Path, jobs: int, progress: bool) -> None:
         click.echo(f"{len(files)} files ({size / 1e6:.1f} MB) and {len(sidecars)} sidecars under {dest}")
         click.echo("dead tasks (flask --app server tasks list):")
         run(["-m", "flask", "--app", "server", "tasks", "list"], env)
+
+        step("ask the archive: GET /duplicates?kind=similar&distance=10 (reverse image search)")
+        answer = requests.get(
+            coordinator.url + "/duplicates",
+            params={"kind": "similar", "distance": 10, "limit": 100},
+            headers=key_header,
+            timeout=60,
+        ).json()
+        clusters = answer["groups"]
+        click.echo(f"{len(clusters)} cluster(s) of near-duplicate images; the first:")
+        for file in clusters[0]["files"] if clusters else ():
+            click.echo(f"  near-duplicate: post {file['remote_id']}, {file['path']}, distance {file['distance']}")
+        if clusters:
+            first = clusters[0]["files"][0]
+            click.echo(
+                f"try: curl -H 'Authorization: Bearer <key>' '{coordinator.url}/files/similar?file={first['id']}"
+                "&distance=10'",
+                err=True,
+            )
     finally:
         # Stop first, report after: printing can fail (a closed pipe) and must not leave servers behind.
         for server in reversed(servers):

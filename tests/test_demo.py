@@ -38,6 +38,9 @@ def test_the_one_command_demo(tmp_path):
         if path.is_file() and path.suffix != ".json" and ".fetchfleet" not in path.parts
     ]
     assert len(files) == downloads["done"]
+    # It ends by showing a pair of near-duplicates it found (the "dupes" posts: 11 and 12, 21 and 22...).
+    pair = sorted(int(post) for post in re.findall(r"near-duplicate: post (\d+), \S+, distance \d+", result.stdout))
+    assert len(pair) == 2 and pair[1] - pair[0] == 1 and pair[1] % 10 == 2, result.stdout
     # Everything it started is gone: neither the site nor the coordinator answers any more.
     ports = re.findall(r"(?:demo site|coordinator): http://127\.0\.0\.1:(\d+)", result.stderr)
     assert len(ports) == 2, result.stderr
