@@ -25,6 +25,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .database import read_only
 from .models import File
 
 HASH_KINDS = ("phash", "dhash")
@@ -110,6 +111,7 @@ class HashIndex:
             self._refreshed_at = self._clock()
 
     def _refresh(self, session: Session) -> None:
+        read_only(session)  # SQLite: a reader, never the write lock
         column = FILES.c[self.column]
         if len(self._gaps) > MAX_GAPS:
             self._reset()
