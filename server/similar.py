@@ -116,36 +116,41 @@ class HashIndex:
         if len(self._gaps) > MAX_GAPS:
             self._reset()
         if self._gaps:
-            rows = session.execute(select(FILES.c.id, column).where(FILES.c.id.in_(sorted(self._gaps)))).all()
-            for file_id, _ in rows:
+            ids, hexes = _rows(session, select(FILES.c.id, column).where(FILES.c.id.in_(sorted(self._gaps))))
+            for file_id in ids.tolist():
                 self._gaps.pop(file_id, None)
-            self._add([row for row in rows if row[1] is not None], late=True)
+            self._add(ids, hexes)
             now = self._clock()
             self._gaps = {gap: since for gap, since in self._gaps.items() if now - since < self.gap_seconds}
         while True:
-            rows = session.execute(
-                select(FILES.c.id, column).where(FILES.c.id > self._max_id).order_by(FILES.c.id).limit(READ_BATCH)
-            ).all()
-            if not rows:
+            statement = select(FILES.c.id, column).where(FILES.c.id > self._max_id).order_by(FILES.c.id)
+            ids, hexes = _rows(session, statement.limit(READ_BATCH))
+            if not len(ids):
                 break
-            now = self._clock()
-            expected = self._max_id + 1
-            for file_id, _ in rows:  # ids skipped may still commit
-                if file_id > expected and self._max_id > 0:
-                    self._gaps.update(dict.fromkeys(range(expected, min(file_id, expected + MAX_GAPS + 1)), now))
-                expected = file_id + 1
-            self._max_id = rows[-1][0]
-            self._add([row for row in rows if row[1] is not None], late=False)
-            if len(rows) < READ_BATCH:
+            self._note_gaps(ids)
+            self._max_id = int(ids[-1])
+            self._add(ids, hexes)
+            if len(ids) < READ_BATCH:
                 break
         session.commit()
 
-    def _add(self, rows: list, *, late: bool) -> None:
-        if not rows:
+    def _note_gaps(self, ids: np.ndarray) -> None:
+        """Ids skipped between the highest read and these: their transactions may still commit."""
+        previous = self._max_id if self._max_id else int(ids[0]) - 1
+        steps = np.diff(ids, prepend=previous)
+        now = self._clock()
+        for at in np.flatnonzero(steps > 1).tolist():
+            start, stop = int(ids[at] - steps[at]) + 1, int(ids[at])
+            self._gaps.update(dict.fromkeys(range(start, min(stop, start + MAX_GAPS + 1)), now))
+
+    def _add(self, ids: np.ndarray, hexes: list[str | None]) -> None:
+        present = [position for position, value in enumerate(hexes) if value is not None]
+        if not present:
             return
-        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
-        hashes = _parse([row[1] for row in rows])
-        needed = self._size + len(rows)
+        if len(present) < len(hexes):
+            ids, hexes = ids[present], [hexes[position] for position in present]
+        hashes = _parse(hexes)
+        needed = self._size + len(ids)
         if needed > len(self._ids):  # grow by doubling: appending stays amortized O(1)
             capacity = max(needed, 2 * len(self._ids), 1024)
             self._ids = _grown(self._ids, self._size, capacity)
@@ -194,6 +199,18 @@ class HashIndex:
         """(ids, hashes) as read so far, in the order they were read."""
         size = self._size
         return self._ids[:size], self._hashes[:size]
+
+
+def _rows(session: Session, statement) -> tuple[np.ndarray, list[str | None]]:
+    """(ids, hex hashes) of (id, hash) rows, as the driver's plain tuples: SQLAlchemy's
+    Row objects cost more than the database's own work for a million of them."""
+    result = session.execute(statement)
+    try:
+        rows = result.cursor.fetchall()
+    finally:
+        result.close()
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    return ids, [row[1] for row in rows]
 
 
 def _grown(array: np.ndarray, used: int, capacity: int) -> np.ndarray:
