@@ -512,3 +512,54 @@ def test_the_index_finds_rows_that_commit_late_below_its_highest_id(ctx, backend
             early.commit()
         index.ensure_fresh(db.session)
         assert [m.file_id for m in index.search(int("e" * 16, 16), 0)] == [early_id]
+
+
+def test_catalogue_commands_print_tab_separated_rows_or_json(runner, client, actions):
+    import json
+
+    actions.import_csv("key,query,title,sites\ncats,cats,Cats!,booru\n")
+    resolve(actions, {"cats": [post(1), post(2)]})
+    download_all(
+        actions,
+        lambda t: [
+            file_record(
+                f"booru/{t['remote_id']}.png",
+                7,
+                sha256=sha(1),
+                md5=md5(1),
+                phash="0" * 15 + {"1": "1", "2": "3"}[t["remote_id"]],
+            )
+        ],
+    )
+    shown = runner.invoke(args=["items", "show", "cats"])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0] == "cats\tfound\tCats!" and "found 2 post(s), 0 known, 2 file(s), 14 bytes" in lines[1]
+    assert [line.split("\t")[3] for line in lines if line.startswith("download\t")] == ["1", "2"]
+    as_json = json.loads(runner.invoke(args=["items", "show", "cats", "--json"]).output)
+    assert as_json["totals"]["files"] == 2
+    missing = runner.invoke(args=["items", "show", "dogs"])
+    assert missing.exit_code == 1 and missing.output.strip() == "error: no item 'dogs'"
+
+    found = runner.invoke(args=["files", "find", "--sha256", sha(1)])
+    rows = [line.split("\t") for line in found.stdout.splitlines()]
+    assert found.exit_code == 0 and [row[2] for row in rows] == ["1", "2"] and rows[0][4] == "node1"
+    assert [
+        json.loads(line)["md5"]
+        for line in runner.invoke(args=["files", "find", "--md5", md5(1), "--json"]).output.splitlines()
+    ] == [md5(1)] * 2
+    bad = runner.invoke(args=["files", "find", "--sha256", "zz"])
+    assert bad.exit_code == 1 and "--sha256: must be 64 hexadecimal digits" in bad.output
+
+    near = runner.invoke(args=["files", "similar", "--phash", "0" * 15 + "1", "--distance", "1"])
+    assert near.exit_code == 0 and [
+        line.split("\t")[:1] + line.split("\t")[3:4] for line in near.output.splitlines()
+    ] == [["0", "1"], ["1", "2"]]
+    assert runner.invoke(args=["files", "similar", "--phash", "xyz"]).exit_code == 1
+    assert runner.invoke(args=["files", "similar", "--distance", "17", "--phash", "0" * 16]).exit_code == 2
+
+    groups = runner.invoke(args=["duplicates"])
+    assert groups.exit_code == 0 and groups.output.splitlines()[0] == f"{sha(1)}\t2 copies\t7 bytes wasted"
+    clusters = runner.invoke(args=["duplicates", "--kind", "similar", "--distance", "1", "--json"])
+    [cluster] = [json.loads(line) for line in clusters.output.splitlines()]
+    assert sorted(f["remote_id"] for f in cluster["files"]) == ["1", "2"]
