@@ -56,6 +56,7 @@ class Plan:
     endpoint_requests: int = 200
     lookup_sizes: tuple[int, ...] = (10_000, 1_000_000)
     known_rounds: int = 30
+    quiet_seconds: float = 120  # longest wait for an idle machine before in-process timings
     extra: dict = field(default_factory=dict)
 
 
@@ -76,6 +77,7 @@ SMOKE = Plan(
     endpoint_requests=10,
     lookup_sizes=(1_000, 5_000),
     known_rounds=4,
+    quiet_seconds=2,
 )
 
 

@@ -478,6 +478,8 @@ def _catalogue_tables(catalogue: dict | None) -> list[str]:
                 f"| {pair(http)} |"
             )
     lines.append("")
+    if catalogue.get("machine_busy_before") is not None:
+        lines.append(f"- the in-process timings began with the machine {catalogue['machine_busy_before']:.0%} busy")
     for row in catalogue["in_process"]:
         lines.append(
             f"- {row['hashes']:,} hashes: the index holds {row['bytes_per_million'] / 2**20:.1f} MiB per million"

@@ -32,8 +32,9 @@ HASH_KINDS = ("phash", "dhash")
 HASH_BITS = 64
 #: Hashes per scanned block: the block's XOR (8 bytes each) and counts stay in cache.
 BLOCK = 1 << 16
-#: Rows per fetch while (re)reading the files table.
-READ_BATCH = 100_000
+#: Rows per fetch while (re)reading the files table: each batch's rows are garbage after
+#: it, and a small batch keeps that (and the process's memory high-water mark) small.
+READ_BATCH = 20_000
 #: Gaps kept at most; beyond that the index is rebuilt from scratch.
 MAX_GAPS = 100_000
 
