@@ -53,7 +53,8 @@ class MetadataWork(KindOfWork):
         self._resolved: list[tuple[str, str, list[dict]]] = []
 
     def shortcuts(self, tasks: Iterable[Task]) -> dict[int, Result]:
-        tasks = list(tasks)
+        # A subscription's re-check is asked of the site: the cache holds what it found before.
+        tasks = [task for task in tasks if (task.get("check") or {}).get("number", 1) <= 1]
         if self.cache is None or not tasks:
             return {}
         cached = self.cache.lookup((task["site"], task["url"]) for task in tasks)  # one bulk read

@@ -27,7 +27,7 @@ from common.sites import is_site_name
 from common.states import FailureClass, ResultStatus
 
 from .engines import Engine, Failure, load
-from .engines.base import NodeFault, node_fault_of
+from .engines.base import NodeFault, StopAtKnown, node_fault_of
 from .hashing import describe_file
 from .sidecar import write_sidecar
 from .storage import PARTIAL_DIR
@@ -105,16 +105,21 @@ def _engine_for(site: str) -> Engine:
 def resolve(task: LeasedTask) -> Result:
     """A metadata task: what exists at ``task['url']`` on ``task['site']``."""
     try:
-        found = _engine_for(task["site"]).resolve(task["url"], task["site"])
+        resolution = _engine_for(task["site"]).resolve(
+            task["url"], task["site"], StopAtKnown.from_check(task.get("check"))
+        )
     except Failure as failure:
         return failure.as_result(task["id"])
     except Exception as exc:  # an engine bug must not take the batch down: report it
         return _unexpected(task, exc)
-    return {
+    result = {
         "task_id": task["id"],
         "status": ResultStatus.DONE,
-        "found": [thing.as_wire(task["site"]) for thing in found],
+        "found": [thing.as_wire(task["site"]) for thing in resolution.found],
     }
+    if resolution.stopped_at_known:
+        result["stopped_at_known"] = True
+    return result
 
 
 def download(task: LeasedTask, dest: str) -> Result:

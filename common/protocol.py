@@ -18,6 +18,7 @@ __all__ = [
     "MAX_BATCH",
     "MIN_BATCH",
     "UNSTORABLE_TEXT",
+    "CheckOrder",
     "DoneDownload",
     "DoneMetadata",
     "FailedResult",
@@ -64,6 +65,19 @@ class LeasedTask(TypedDict):
     metadata: dict[str, Any] | None
     #: Metadata tasks: the inventory item.
     item: NotRequired[ItemRef | None]
+    #: Metadata tasks of a subscription: which check this is, and where it may stop.
+    check: NotRequired[CheckOrder]
+
+
+class CheckOrder(TypedDict):
+    """A subscription's check: a re-check that is not ``full`` stops enumerating (newest
+    first) after ``stop_after_known`` posts in a row that are in ``known_ids``; a node
+    must not answer a re-check from a cache."""
+
+    number: int
+    full: bool
+    stop_after_known: int | None
+    known_ids: list[str]
 
 
 class FileRecord(TypedDict):
@@ -98,6 +112,8 @@ class DoneMetadata(TypedDict):
     status: str  # ResultStatus.DONE
     #: What exists; empty: nothing found (retried with backoff).
     found: list[FoundPost]
+    #: A re-check that stopped at posts the archive has (``CheckOrder``).
+    stopped_at_known: NotRequired[bool]
 
 
 class FailedResult(TypedDict):

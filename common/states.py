@@ -13,6 +13,11 @@ class TaskKind(StrEnum):
 
 class TaskState(StrEnum):
     QUEUED = "queued"  # waiting; may carry an available_at in the future (backoff, cooldown)
+    #: waiting for a time (a subscription's next check), outside the queue: the next lease
+    #: request after ``available_at`` queues it
+    SCHEDULED = "scheduled"
+    #: its item or site is paused: never leased until resumed
+    PAUSED = "paused"
     LEASED = "leased"  # held by exactly one live lease
     DONE = "done"
     NOT_FOUND = "not_found"  # metadata only: nothing found after the last attempt

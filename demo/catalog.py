@@ -70,15 +70,30 @@ class Post:
         return f"{self.id}.{self.ext}"
 
 
+#: The ``growing`` tag: posts from GROWING_FIRST on, of which ``Catalog.grown`` have
+#: appeared so far (newest first, as any tag search), for subscription tests.
+GROWING_FIRST = 5001
+GROWING_MAX = 2000
+GROWING_AT_START = 130
+
+
 class Catalog:
     def __init__(self, posts: int = 240, image_size: int | None = None):
         self.count = posts
         #: Fixed edge length for every image (benchmarks want uniform files); None: varied.
         self.image_size = image_size
+        #: How many ``growing`` posts exist now (``POST /_grow`` adds some).
+        self.grown = GROWING_AT_START
+        #: Posts deleted upstream (``POST /_vanish``): in no search, their pages and files 404.
+        self.vanished: set[int] = set()
 
     def post(self, post_id: int) -> Post | None:
+        if post_id in self.vanished:
+            return None
         if post_id in FAILURES:
             return Post(post_id, ("all", "failures", FAILURES[post_id].tag), "png", 128, 128)
+        if GROWING_FIRST <= post_id < GROWING_FIRST + min(self.grown, GROWING_MAX):
+            return Post(post_id, ("growing",), "png", 192, 160)
         if not 1 <= post_id <= self.count:
             return None
         rng = random.Random(post_id)
@@ -111,9 +126,13 @@ class Catalog:
             except ValueError:
                 return []
             return [post] if post else []
-        candidates = [self.post(n) for n in range(self.count, 0, -1)] + [self.post(n) for n in sorted(FAILURES)]
         wanted = [tag for tag in tags if tag]
-        return [post for post in candidates if all(tag in post.tags for tag in wanted)]
+        if "growing" in wanted:
+            newest = GROWING_FIRST + min(self.grown, GROWING_MAX) - 1
+            candidates = [self.post(n) for n in range(newest, GROWING_FIRST - 1, -1)]
+        else:
+            candidates = [self.post(n) for n in range(self.count, 0, -1)] + [self.post(n) for n in sorted(FAILURES)]
+        return [post for post in candidates if post is not None and all(tag in post.tags for tag in wanted)]
 
     def file_bytes(self, post: Post) -> bytes:
         return _render(post.id, post.ext, post.width, post.height, self.image_size)

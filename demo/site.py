@@ -19,7 +19,7 @@ from collections import Counter
 import click
 from flask import Flask, Response, abort, jsonify, request
 
-from .catalog import API_FAILURES, FAILURES, RETRY_AFTER_SECONDS, VIDEOS, Catalog, video_bytes
+from .catalog import API_FAILURES, FAILURES, GROWING_AT_START, RETRY_AFTER_SECONDS, VIDEOS, Catalog, video_bytes
 
 PER_PAGE_MAX = 1000
 
@@ -73,8 +73,23 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
     def counter_reset():
         with lock:
             counts.clear()
+            catalog.grown = GROWING_AT_START
+            catalog.vanished.clear()
         reset_failures()
         return jsonify({"total": 0})
+
+    @app.post("/_grow")
+    def grow():
+        """New posts appear in the ``growing`` tag (``?n=``, default 1)."""
+        catalog.grown += max(0, min(int(request.args.get("n", 1)), 100))
+        return jsonify({"grown": catalog.grown})
+
+    @app.post("/_vanish")
+    def vanish():
+        """A post is deleted upstream (``?post=ID``; ``&back=1`` brings it back)."""
+        post_id = int(request.args["post"])
+        (catalog.vanished.discard if request.args.get("back") else catalog.vanished.add)(post_id)
+        return jsonify({"vanished": sorted(catalog.vanished)})
 
     # -------------------------------------------------------------- booru (moebooru)
 

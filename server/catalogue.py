@@ -13,8 +13,9 @@ from typing import Any
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from common.states import TaskKind
+from common.states import TaskKind, TaskState
 
+from .checks import check_totals, recent_checks
 from .database import read_only
 from .errors import InvalidInput, NotFound
 from .models import ApiKey, File, Item, ItemPost, Task
@@ -55,6 +56,8 @@ def _like(text: str) -> str:
 
 ITEM_COLUMNS = (
     ITEMS.c.id,
+    ITEMS.c.check_every,
+    ITEMS.c.paused_at,
     ITEMS.c.key,
     ITEMS.c.url,
     ITEMS.c.query,
@@ -104,9 +107,17 @@ def _page(rows: list[dict[str, Any]], limit: int, key: str = "id") -> Page:
     return Page(rows)
 
 
-def show_item(session: Session, key: str, *, downloads_limit: int = 1000, downloads_cursor: str | None = None):
+def show_item(
+    session: Session,
+    key: str,
+    *,
+    downloads_limit: int = 1000,
+    downloads_cursor: str | None = None,
+    checks_limit: int = 10,
+):
     """An item with its metadata task per site, the download tasks it found (a page of
-    them, in task id order), their files, and totals."""
+    them, in task id order), their files, totals, and its last checks (a subscription:
+    when the next is due)."""
     read_only(session)
     item = session.execute(select(*ITEM_COLUMNS).where(ITEMS.c.key == key)).one_or_none()
     if item is None:
@@ -129,6 +140,7 @@ def show_item(session: Session, key: str, *, downloads_limit: int = 1000, downlo
                 TASKS.c.known_count,
                 TASKS.c.done_at.label("found_at"),
                 TASKS.c.available_at,
+                TASKS.c.check_count,
             )
             .where(TASKS.c.item_id == item["id"], TASKS.c.kind == TaskKind.METADATA)
             .order_by(TASKS.c.site)
@@ -149,6 +161,7 @@ def show_item(session: Session, key: str, *, downloads_limit: int = 1000, downlo
                 TASKS.c.last_error,
                 TASKS.c.duplicate_of,
                 TASKS.c.done_at,
+                TASKS.c.gone_at,
             )
             .join(LINKS, LINKS.c.task_id == TASKS.c.id)
             .where(linked, TASKS.c.id > _after_id(downloads_cursor))
@@ -176,6 +189,16 @@ def show_item(session: Session, key: str, *, downloads_limit: int = 1000, downlo
         .join(LINKS, LINKS.c.task_id == FILES.c.task_id)
         .where(linked)
     ).one()
+    gone = session.scalar(
+        select(func.count())
+        .select_from(TASKS)
+        .join(LINKS, LINKS.c.task_id == TASKS.c.id)
+        .where(linked, TASKS.c.gone_at.is_not(None))
+    )
+    item["checks"] = recent_checks(session, item["id"], checks_limit)
+    item["check_totals"] = check_totals(session, item["id"])
+    due = [task["available_at"] for task in item["metadata_tasks"] if task["state"] == TaskState.SCHEDULED]
+    item["next_check_at"] = min(due) if due else None
     session.commit()
     item["downloads"] = page.rows
     item["next_downloads_cursor"] = page.next_cursor
@@ -185,6 +208,7 @@ def show_item(session: Session, key: str, *, downloads_limit: int = 1000, downlo
         "downloads": by_state,
         "files": files,
         "bytes": int(size),
+        "gone_upstream": gone,
     }
     return item
 
@@ -338,6 +362,7 @@ def archive_totals(session: Session) -> dict[str, int]:
     unique_files, unique_bytes = session.execute(
         select(func.count(), func.coalesce(func.sum(per_content.c.size), 0)).select_from(per_content)
     ).one()
+    gone = session.scalar(select(func.count()).select_from(TASKS).where(TASKS.c.gone_at.is_not(None)))
     known_skipped = session.scalar(
         select(func.coalesce(func.sum(TASKS.c.known_count), 0)).where(TASKS.c.kind == TaskKind.METADATA)
     )
@@ -347,6 +372,7 @@ def archive_totals(session: Session) -> dict[str, int]:
         "unique_files": int(unique_files),
         "unique_bytes": int(unique_bytes),
         "known_skipped": int(known_skipped),
+        "gone_upstream": int(gone),
     }
 
 

@@ -27,9 +27,11 @@ def init_app(app: Flask) -> None:
         tasks_group,
         stats_command,
         items_group,
+        sites_group,
         files_group,
         duplicates_command,
         import_known_command,
+        report_command,
     ):
         app.cli.add_command(command)
 
@@ -265,6 +267,72 @@ def items_show_command(key, as_json):
             click.echo(f"file\t{file['id']}\t{file['node']}\t{file['path']}\t{file['size']}\t{file['sha256']}")
     if item["next_downloads_cursor"]:
         click.echo("(more downloads: --json, or GET /items/KEY?downloads_cursor=...)", err=True)
+    if item["check_every"] or item["next_check_at"] or item["paused_at"]:
+        every = f"every {item['check_every']} s" if item["check_every"] else "at its site's interval"
+        paused = f", paused since {item['paused_at']}" if item["paused_at"] else ""
+        click.echo(f"subscription {every}, next check {item['next_check_at'] or '-'}{paused}")
+    for check in item["checks"]:
+        how = "stopped at known" if check["stopped_at_known"] else ("full" if check["full"] else "to the end")
+        error = f"\t{check['error']}" if check["error"] else ""
+        click.echo(
+            f"check\t{check['checked_at']}\t{check['site']}\t{check['node']}\t{check['outcome']}\t"
+            f"seen {check['posts_seen']}, new {check['new_posts']}, known {check['known_posts']}\t{how}{error}"
+        )
+
+
+@items_group.command("pause")
+@click.argument("key")
+def items_pause_command(key):
+    """Pause an item: its waiting tasks are not leased until it is resumed. Exit 1 if unknown."""
+    from .pausing import pause_item
+
+    try:
+        click.echo(f"paused {key}: {pause_item(db.session, key)} task(s) wait")
+    except FetchfleetError as error:
+        _fail(error)
+
+
+@items_group.command("resume")
+@click.argument("key")
+def items_resume_command(key):
+    """Resume a paused item. Exit 1 if unknown."""
+    from .pausing import resume_item
+
+    try:
+        click.echo(f"resumed {key}: {resume_item(db.session, key)} task(s) back in the queue or schedule")
+    except FetchfleetError as error:
+        _fail(error)
+
+
+@click.group("sites", cls=AppGroup)
+def sites_group():
+    """Pause and resume a whole site."""
+
+
+@sites_group.command("pause")
+@click.argument("name")
+def sites_pause_command(name):
+    """Pause a site: none of its tasks is leased until it is resumed. Exit 1 if unknown."""
+    from .pausing import set_site_paused
+
+    try:
+        set_site_paused(db.session, name, True, sites=context.sites())
+    except FetchfleetError as error:
+        _fail(error)
+    click.echo(f"paused site {name}")
+
+
+@sites_group.command("resume")
+@click.argument("name")
+def sites_resume_command(name):
+    """Resume a paused site. Exit 1 if unknown."""
+    from .pausing import set_site_paused
+
+    try:
+        set_site_paused(db.session, name, False, sites=context.sites())
+    except FetchfleetError as error:
+        _fail(error)
+    click.echo(f"resumed site {name}")
 
 
 @click.group("files", cls=AppGroup)
@@ -417,3 +485,17 @@ def import_known_command(file, site):
     except FetchfleetError as error:
         _fail(error)
     click.echo(report.summary())
+
+
+@click.command("report")
+@with_appcontext
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON (as GET /report).")
+def report_command(as_json):
+    """What needs a look (for cron mail): failing checks, overdue subscriptions, items that
+    found nothing, failing downloads, dead tasks, held-back sites, silent nodes, posts gone
+    upstream. Exit 1 when there is something to look at, 0 when all is well."""
+    from .report import build_report
+
+    report = build_report(db.session, sites=context.sites(), policy=context.policy())
+    click.echo(json.dumps(report.as_dict(), indent=1) if as_json else report.as_text(), nl=as_json)
+    sys.exit(1 if report.needs_attention else 0)

@@ -30,10 +30,11 @@ from .database import utcnow
 from .errors import InvalidInput
 from .item_state import refresh_item_states
 from .models import Item, Task
+from .schedule import parse_interval
 from .sites import SiteRegistry
 from .transitions import fresh_start, new_metadata_task
 
-RESERVED_COLUMNS = ("key", "url", "query", "title", "sites", "priority")
+RESERVED_COLUMNS = ("key", "url", "query", "title", "sites", "priority", "check_every")
 MAX_REPORTED_ERRORS = 1000
 MAX_KEY = 500
 MAX_TEXT = 4000
@@ -84,6 +85,7 @@ class _Row:
     title: str | None
     sites: list[str] | None
     priority: int
+    check_every: int | None
     extra: dict[str, str]
     targets: dict[str, str]  # site name -> URL the metadata task resolves
     content_hash: str
@@ -294,9 +296,17 @@ def _parse_row(values: list[str], header: list[str], extra_columns: list[str], l
         if not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]:
             raise RowRejected(f"priority must be between {PRIORITY_RANGE[0]} and {PRIORITY_RANGE[1]}")
 
+    try:
+        check_every = parse_interval(fields.get("check_every"))
+    except ValueError as problem:
+        raise RowRejected(f"check_every {problem}") from None
+
     targets = _targets(url, query, restriction, sites)
     extra = {name: fields[name] for name in extra_columns if fields.get(name)}
-    content = json.dumps([url, query, title, restriction, priority, extra], sort_keys=True, ensure_ascii=False)
+    identity = [url, query, title, restriction, priority, extra]
+    if check_every is not None:  # rows without it hash as before: re-importing old files changes nothing
+        identity.append(check_every)
+    content = json.dumps(identity, sort_keys=True, ensure_ascii=False)
     return _Row(
         line,
         key,
@@ -305,6 +315,7 @@ def _parse_row(values: list[str], header: list[str], extra_columns: list[str], l
         title,
         restriction,
         priority,
+        check_every,
         extra,
         targets,
         hashlib.sha256(content.encode("utf-8")).hexdigest(),
@@ -381,7 +392,7 @@ def _store_chunk(session: Session, rows: list[_Row], report: ImportReport, rejec
         session.execute(
             Task.__table__.insert(),
             [
-                new_metadata_task(ids[row.key], site, url, row.priority, now)
+                new_metadata_task(ids[row.key], site, url, row.priority, now, check_every=row.check_every)
                 for row in new_rows
                 for site, url in row.targets.items()
             ],
@@ -405,6 +416,7 @@ def _item_values(row: _Row, import_id: str, now: datetime) -> dict[str, Any]:
         "title": row.title,
         "sites": row.sites,
         "priority": row.priority,
+        "check_every": row.check_every,
         "extra": row.extra,
         "content_hash": row.content_hash,
         "state": ItemState.PENDING,
@@ -430,16 +442,31 @@ def _apply_change(session: Session, item_id: int, row: _Row, import_id: str, now
         )
     for site, url in row.targets.items():
         if site not in current:
-            session.execute(Task.__table__.insert(), [new_metadata_task(item_id, site, url, row.priority, now)])
+            task = new_metadata_task(item_id, site, url, row.priority, now, check_every=row.check_every)
+            session.execute(Task.__table__.insert(), [task])
         elif current[site] != url:
             session.execute(
                 update(Task)
                 .where(Task.item_id == item_id, Task.kind == TaskKind.METADATA, Task.site == site)
                 .values(url=url, **fresh_start(now))
             )
+    # A new interval applies from now: a finished check becomes a subscription due now, a
+    # waiting subscription that is no longer one is done.
+    metadata = (Task.item_id == item_id) & (Task.kind == TaskKind.METADATA)
+    session.execute(update(Task).where(metadata).values(check_every=row.check_every, updated_at=now))
+    if row.check_every is not None:
+        session.execute(
+            update(Task)
+            .where(metadata, Task.state.in_([TaskState.DONE, TaskState.NOT_FOUND]))
+            .values(state=TaskState.SCHEDULED, available_at=now, updated_at=now)
+        )
+    else:
+        session.execute(
+            update(Task).where(metadata, Task.state == TaskState.SCHEDULED).values(state=TaskState.DONE, updated_at=now)
+        )
     # The new priority applies to whatever of this item still waits in the queue.
     session.execute(
         update(Task)
-        .where(Task.item_id == item_id, Task.state == TaskState.QUEUED)
+        .where(Task.item_id == item_id, Task.state.in_([TaskState.QUEUED, TaskState.SCHEDULED, TaskState.PAUSED]))
         .values(priority=row.priority, updated_at=now)
     )

@@ -29,6 +29,7 @@ from common.states import FailureClass, ResultStatus, TaskKind, TaskState
 
 from . import statements
 from .auth import Client
+from .checks import record_checks
 from .database import (
     insert_ignore,
     insert_rows,
@@ -41,10 +42,11 @@ from .errors import Conflict, InvalidInput, NotFound
 from .item_state import refresh_item_states
 from .known import Candidate, KnownSet, lookup_known
 from .models import File, Item, ItemPost, Lease, LeaseState, Task
+from .pausing import paused_items
 from .policy import LeasePolicy
 from .site_state import cooling_sites, in_flight, set_cooldown
 from .sites import SiteRegistry
-from .transitions import failed, file_rows, metadata_done
+from .transitions import check_interval, failed, file_rows, is_full_check, metadata_done
 from .validation import MAX_METADATA_DEPTH, too_deep
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,7 @@ def lease_tasks(
         raise InvalidInput.at(["site"], f"unknown site {site!r}; known: {', '.join(sites.names()) or 'none'}")
 
     reclaim_expired(session, policy=policy, now=now)
+    session.connection().execute(statements.PROMOTE_DUE, {"now": now})
 
     configured = sites.get(site) if site else None
     if kind == TaskKind.DOWNLOAD and configured is not None and configured.max_in_flight:
@@ -154,7 +157,42 @@ def lease_tasks(
     if items is not None:  # metadata tasks carry their item (key, title, query...) for the node
         for task in tasks:
             task["item"] = items.get(task["item_id"])
+        _add_check_orders(session, tasks, sites, policy)
     return Grant(lease, tasks)
+
+
+def _add_check_orders(session: Session, tasks: list[dict[str, Any]], sites: SiteRegistry, policy: LeasePolicy) -> None:
+    """A subscription's task says which check this is; a re-check that need not go to the
+    end also carries the newest posts the last check saw, and stops after
+    ``stop_after_known`` of them in a row (newest first: what follows is known too)."""
+    orders = {}
+    for task in tasks:
+        view = _TaskView(task)
+        if check_interval(view, sites, policy) is None:
+            continue
+        full = is_full_check(view, policy)
+        orders[task["id"]] = {
+            "number": (task["check_count"] or 0) + 1,
+            "full": full,
+            "stop_after_known": None if full else policy.stop_after_known,
+            "known_ids": [],
+        }
+    partial = [task_id for task_id, order in orders.items() if not order["full"]]
+    if partial:
+        read_only(session)
+        for task_id, head in session.execute(statements.LAST_HEADS, {"task_ids": partial}):
+            orders[task_id]["known_ids"] = list(head or [])
+        session.commit()
+    for task in tasks:
+        if task["id"] in orders:
+            task["check"] = orders[task["id"]]
+
+
+class _TaskView:
+    """A leased task's dict seen as the row ``transitions`` reads."""
+
+    def __init__(self, task: dict[str, Any]):
+        self.__dict__.update(task)
 
 
 def _items_of(session: Session, tasks: Sequence[Any]) -> dict[int, dict[str, Any]]:
@@ -274,11 +312,16 @@ def reclaim_expired(session: Session, *, policy: LeasePolicy, now: datetime | No
         (Task.kind == TaskKind.METADATA, policy.max_attempts[TaskKind.METADATA]),
         else_=policy.max_attempts[TaskKind.DOWNLOAD],
     )
+    item_paused = exists().where(Item.id == Task.item_id, Item.paused_at.is_not(None))
     reclaimed = session.execute(
         update(Task)
         .where(Task.lease_id.in_(lease_ids), Task.state == statements.LEASED)
         .values(
-            state=case((Task.attempts + 1 >= max_attempts, TaskState.DEAD), else_=TaskState.QUEUED),
+            state=case(
+                (Task.attempts + 1 >= max_attempts, TaskState.DEAD),
+                (item_paused, TaskState.PAUSED),
+                else_=TaskState.QUEUED,
+            ),
             attempts=Task.attempts + 1,
             lease_id=None,
             available_at=now,
@@ -402,6 +445,8 @@ def _record_others(session, lease, client, results, sites, policy, now, outcome:
     cooldowns: dict[str, tuple[datetime, str]] = {}
     metadata_items: set[int] = set()
     known = lookup_known(session, _candidates(results, sites)) if lease.kind == TaskKind.METADATA else KnownSet()
+    paused = paused_items(session, {row.item_id for row in held.values()})
+    checked: list[tuple[Any, Mapping[str, Any], Any]] = []
     for result in results:
         task = held.get(result["task_id"])
         if task is None or task.kind != lease.kind:
@@ -416,9 +461,16 @@ def _record_others(session, lease, client, results, sites, policy, now, outcome:
                 task, result, lease_id=lease.id, done_by=client.id, policy=policy, sites=sites, known=known, now=now
             )
         else:
-            change = failed(task, result, lease_id=lease.id, policy=policy, now=now)
+            change = failed(task, result, lease_id=lease.id, policy=policy, now=now, sites=sites)
+        if task.item_id in paused and change.values["state"] in (TaskState.QUEUED, TaskState.SCHEDULED):
+            change.values["state"] = TaskState.PAUSED  # finished as leased; waits for its item's resume
+        for row in change.new_downloads:
+            if task.item_id in paused and row["state"] == TaskState.QUEUED:
+                row["state"] = TaskState.PAUSED
         changes.append(change.values)
         found.extend(change.new_downloads)
+        if task.kind == TaskKind.METADATA:
+            checked.append((task, result, change))
         if change.cooldown is not None:
             until, reason = change.cooldown
             if task.site not in cooldowns or cooldowns[task.site][0] < until:
@@ -435,7 +487,12 @@ def _record_others(session, lease, client, results, sites, policy, now, outcome:
             insert_ignore(session, tasks).returning(tasks.c.id, tasks.c.site, tasks.c.remote_id), found
         ).all()
         outcome.download_tasks_created += len(created)
-        _link_found_posts(session, found, {(row.site, row.remote_id): row.id for row in created}, now)
+        created_ids = {(row.site, row.remote_id): row.id for row in created}
+        _link_found_posts(session, found, created_ids, now)
+    else:
+        created_ids = {}
+    if checked:
+        record_checks(session, checked, created_ids, client_id=client.id, policy=policy, now=now)
     for site_name, (until, reason) in cooldowns.items():
         set_cooldown(session, site_name, until, reason, now)
     refresh_item_states(session, metadata_items)

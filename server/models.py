@@ -61,6 +61,11 @@ class Item(db.Model):
     #: Which import run last wrote the row, and from which line: finds a key repeated in one file.
     import_id: Mapped[str | None] = mapped_column(String(36))
     import_line: Mapped[int | None] = mapped_column(BigInteger)
+    #: A subscription: checked again this many seconds after each check (None: the site's
+    #: default, else the global one; both default to "once").
+    check_every: Mapped[int | None] = mapped_column(Integer)
+    #: Paused by an operator: its waiting tasks are ``paused`` until it is resumed.
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -101,6 +106,14 @@ class Task(db.Model):
     #: Downloads in state ``duplicate``: the file the archive already holds (not a foreign
     #: key: None when only an imported anchor knew the hash).
     duplicate_of: Mapped[int | None] = mapped_column(BigId)
+    #: Metadata: the item's own check interval, copied at import (None: the site's or the
+    #: global default); and how many checks it has had.
+    check_every: Mapped[int | None] = mapped_column(Integer)
+    check_count: Mapped[int | None] = mapped_column(Integer)
+    #: Downloads: a full check of an item that had found it found it no more (deleted
+    #: upstream); the files and records stay. Cleared when a check finds it again.
+    gone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    gone_check_id: Mapped[int | None] = mapped_column(BigId)
     #: The key that completed it. Not a foreign key (see migration 0003): the hot path
     #: only ever writes the id of the caller it just authenticated.
     done_by: Mapped[int | None] = mapped_column(Integer)
@@ -116,6 +129,10 @@ class Task(db.Model):
         Index("ix_tasks_lease", "lease_id", **_only("state = 'leased'")),
         Index("ix_tasks_done_at", "done_at", **_only("done_at IS NOT NULL")),
         Index("ix_tasks_error_at", "last_error_at", **_only("last_error_at IS NOT NULL")),
+        # Scheduled tasks stay out of the queue indexes: the lease queues those that are due.
+        Index("ix_tasks_scheduled", "available_at", **_only("state = 'scheduled'")),
+        Index("ix_tasks_paused", "item_id", **_only("state = 'paused'")),
+        Index("ix_tasks_gone", "gone_at", **_only("gone_at IS NOT NULL")),
     )
 
 
@@ -153,6 +170,8 @@ class SiteState(db.Model):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     cooldown_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cooldown_reason: Mapped[str | None] = mapped_column(Text)
+    #: Paused by an operator: none of its tasks is leased until it is resumed.
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -223,3 +242,31 @@ class KnownFile(db.Model):
         Index("uq_known_sha256", "sha256", unique=True, **_only("sha256 IS NOT NULL")),
         Index("uq_known_md5", "md5", unique=True, **_only("md5 IS NOT NULL")),
     )
+
+
+class Check(db.Model):
+    """One check of a metadata task (a subscription is checked again and again): when, by
+    which node, what it saw, and how it ended."""
+
+    __tablename__ = "checks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    task_id: Mapped[int] = mapped_column(BigId)
+    item_id: Mapped[int | None] = mapped_column(BigId)
+    site: Mapped[str] = mapped_column(String(100))
+    client_id: Mapped[int] = mapped_column(Integer)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: done | not_found | failed
+    outcome: Mapped[str] = mapped_column(String(16))
+    posts_seen: Mapped[int] = mapped_column(Integer, default=0)
+    new_posts: Mapped[int] = mapped_column(Integer, default=0)
+    known_posts: Mapped[int] = mapped_column(Integer, default=0)
+    #: The node stopped enumerating at posts the archive already had.
+    stopped_at_known: Mapped[bool] = mapped_column(default=False)
+    #: The coordinator asked for a check to the end (deletion sync runs after those).
+    full: Mapped[bool] = mapped_column(default=False)
+    #: The newest remote ids it saw: what the next check stops at.
+    head: Mapped[list[str] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_checks_task", "task_id", "id"), Index("ix_checks_item", "item_id", "id"))

@@ -10,8 +10,12 @@ from typing import Any
 
 from common.states import TaskKind
 
+from .schedule import parse_interval
+
 #: Leases reclaimed per call: bounds the work a single lease request can be charged with.
 RECLAIM_BATCH = 1000
+#: Due subscriptions queued per lease request, likewise.
+PROMOTE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,11 @@ class LeasePolicy:
     default_retry_after: int
     max_retry_after: int
     empty_queue_retry_after: int
+    #: Subscriptions: the interval of items and sites that name none (None: once), how many
+    #: known posts in a row end a re-check, and every how many checks one goes to the end.
+    check_every: int | None = None
+    stop_after_known: int = 20
+    full_check_every: int = 10
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> LeasePolicy:
@@ -48,6 +57,9 @@ class LeasePolicy:
             default_retry_after=config["DEFAULT_RETRY_AFTER_SECONDS"],
             max_retry_after=config["MAX_RETRY_AFTER_SECONDS"],
             empty_queue_retry_after=config["EMPTY_QUEUE_RETRY_AFTER_SECONDS"],
+            check_every=parse_interval(config["CHECK_EVERY"]),
+            stop_after_known=config["STOP_AFTER_KNOWN"],
+            full_check_every=config["FULL_CHECK_EVERY"],
         )
 
     def lease_length(self, kind: str, requested: int | None) -> timedelta:

@@ -120,6 +120,18 @@ class LeasedTaskSchema(ma.Schema):
         attribute="payload", allow_none=True, metadata={"description": "download: the post's metadata as found"}
     )
     item = fields.Nested(ItemRefSchema, allow_none=True, metadata={"description": "metadata: the inventory item"})
+    check = fields.Nested(
+        "CheckOrderSchema", metadata={"description": "metadata of a subscription: which check, where it may stop"}
+    )
+
+
+class CheckOrderSchema(ma.Schema):
+    number = fields.Integer()
+    full = fields.Boolean(metadata={"description": "enumerate to the end (deletions are found after those)"})
+    stop_after_known = fields.Integer(
+        allow_none=True, metadata={"description": "stop after this many posts in a row that are in known_ids"}
+    )
+    known_ids = fields.List(fields.String(), metadata={"description": "the newest posts the last check saw"})
 
 
 class SiteInfoSchema(ma.Schema):
@@ -200,6 +212,9 @@ class ResultSchema(StrictSchema):
     retry_after = fields.Float(
         validate=validate.Range(0, MAX_SECONDS),
         metadata={"description": "rate_limited: seconds the site asked to wait"},
+    )
+    stopped_at_known = fields.Boolean(
+        metadata={"description": "metadata done: the re-check stopped at known posts (not enumerated to the end)"}
     )
 
 
@@ -308,6 +323,7 @@ class SiteStatsSchema(ma.Schema):
     max_in_flight = fields.Integer(allow_none=True)
     cooldown_until = fields.AwareDateTime(allow_none=True)
     cooldown_reason = fields.String(allow_none=True)
+    paused_at = fields.AwareDateTime(allow_none=True, metadata={"description": "paused by an operator since"})
     configured = fields.Boolean()
 
 
@@ -391,6 +407,8 @@ class ItemQuerySchema(PageQuerySchema):
 class ItemSchema(ma.Schema):
     id = fields.Integer()
     key = fields.String()
+    check_every = fields.Integer(allow_none=True, metadata={"description": "a subscription: seconds between checks"})
+    paused_at = fields.AwareDateTime(allow_none=True)
     url = fields.String(allow_none=True)
     query = fields.String(allow_none=True)
     title = fields.String(allow_none=True)
@@ -409,6 +427,7 @@ class ItemListSchema(ma.Schema):
 
 class ItemDetailQuerySchema(StrictSchema):
     downloads_limit = fields.Integer(load_default=1000, validate=validate.Range(1, 10_000))
+    checks_limit = fields.Integer(load_default=10, validate=validate.Range(1, 1000))
     downloads_cursor = fields.String(validate=validate.Length(max=100), **_CURSOR)
 
 
@@ -424,7 +443,10 @@ class MetadataTaskSchema(ma.Schema):
     found_count = fields.Integer(allow_none=True)
     known_count = fields.Integer(allow_none=True, metadata={"description": "found posts skipped as known"})
     found_at = fields.AwareDateTime(allow_none=True)
-    available_at = fields.AwareDateTime()
+    available_at = fields.AwareDateTime(
+        metadata={"description": "when it may go out again (scheduled: the next check)"}
+    )
+    check_count = fields.Integer(allow_none=True)
 
 
 class CatalogueFileSchema(ma.Schema):
@@ -460,6 +482,9 @@ class DownloadTaskSchema(ma.Schema):
     last_error = fields.String(allow_none=True)
     duplicate_of = fields.Integer(allow_none=True, metadata={"description": "duplicate: the file that has it"})
     done_at = fields.AwareDateTime(allow_none=True)
+    gone_at = fields.AwareDateTime(
+        allow_none=True, metadata={"description": "a full check no longer found it upstream (files kept)"}
+    )
     files = fields.List(fields.Nested(CatalogueFileSchema))
 
 
@@ -469,9 +494,33 @@ class ItemTotalsSchema(ma.Schema):
     downloads = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "by state"})
     files = fields.Integer()
     bytes = fields.Integer()
+    gone_upstream = fields.Integer(metadata={"description": "downloaded posts a full check found no more"})
+
+
+class CheckSchema(ma.Schema):
+    id = fields.Integer()
+    site = fields.String()
+    checked_at = fields.AwareDateTime()
+    outcome = fields.String(metadata={"description": "done, not_found or failed"})
+    posts_seen = fields.Integer()
+    new_posts = fields.Integer()
+    known_posts = fields.Integer()
+    stopped_at_known = fields.Boolean()
+    full = fields.Boolean()
+    error = fields.String(allow_none=True)
+    node = fields.String(allow_none=True, metadata={"description": "the node that checked"})
+
+
+class CheckTotalsSchema(ma.Schema):
+    checks = fields.Integer()
+    new_posts = fields.Integer()
+    failed = fields.Integer()
 
 
 class ItemDetailSchema(ItemSchema):
+    checks = fields.List(fields.Nested(CheckSchema), metadata={"description": "the last checks, newest first"})
+    check_totals = fields.Nested(CheckTotalsSchema)
+    next_check_at = fields.AwareDateTime(allow_none=True)
     metadata_tasks = fields.List(fields.Nested(MetadataTaskSchema))
     downloads = fields.List(fields.Nested(DownloadTaskSchema))
     next_downloads_cursor = fields.String(allow_none=True)
@@ -567,3 +616,22 @@ class KnownReportSchema(ma.Schema):
     rows = fields.Integer()
     added = fields.Integer()
     already_known = fields.Integer()
+
+
+class PausedSchema(ma.Schema):
+    key = fields.String(metadata={"description": "the item (item pause)"})
+    name = fields.String(metadata={"description": "the site (site pause)"})
+    paused = fields.Boolean()
+    tasks = fields.Integer(metadata={"description": "item: its tasks paused or resumed"})
+
+
+class ReportSectionSchema(ma.Schema):
+    title = fields.String()
+    count = fields.Integer(metadata={"description": "how many in all (rows lists the first few)"})
+    rows = fields.List(fields.Dict())
+
+
+class ReportSchema(ma.Schema):
+    generated_at = fields.String()
+    needs_attention = fields.Boolean(metadata={"description": "false: all is well"})
+    sections = fields.Dict(keys=fields.String(), values=fields.Nested(ReportSectionSchema))

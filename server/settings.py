@@ -42,6 +42,14 @@ DEFAULTS: dict[str, Any] = {
     "IMPORT_CHUNK_ROWS": 1000,
     # Largest anchor file (CSV or gallery-dl archive) POST /known takes; the CLI has no limit.
     "MAX_KNOWN_UPLOAD_BYTES": 1024 * 1024 * 1024,
+    # Subscriptions: how often an item is checked again when neither it (the inventory's
+    # check_every column) nor its site names an interval: seconds or "30m", "6h", "1d";
+    # None checks once.
+    "CHECK_EVERY": None,
+    # A re-check stops after this many posts in a row the item already has (newest first)...
+    "STOP_AFTER_KNOWN": 20,
+    # ...except every FULL_CHECK_EVERY-th check, which goes to the end (and finds deletions).
+    "FULL_CHECK_EVERY": 10,
     # Reverse image search: a process reads files recorded elsewhere (other workers, other
     # hosts) at most this many seconds before answering.
     "SIMILAR_REFRESH_SECONDS": 1.0,
@@ -62,6 +70,8 @@ _POSITIVE_INTS = (
     "EMPTY_QUEUE_RETRY_AFTER_SECONDS",
     "IMPORT_CHUNK_ROWS",
     "MAX_KNOWN_UPLOAD_BYTES",
+    "STOP_AFTER_KNOWN",
+    "FULL_CHECK_EVERY",
 )
 
 
@@ -71,6 +81,12 @@ def validate(settings: dict[str, Any]) -> None:
         value = settings.get(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    from .schedule import parse_interval
+
+    try:
+        parse_interval(settings.get("CHECK_EVERY"))
+    except ValueError as problem:
+        raise ConfigError(f"CHECK_EVERY {problem}") from None
     refresh = settings.get("SIMILAR_REFRESH_SECONDS")
     if isinstance(refresh, bool) or not isinstance(refresh, int | float) or not 0 <= refresh <= 3600:
         raise ConfigError(f"SIMILAR_REFRESH_SECONDS must be a number of seconds from 0 to 3600, got {refresh!r}")

@@ -17,6 +17,8 @@ from common.engine_options import Refused, vet_site
 from common.settings import ConfigError
 from common.sites import ENGINES, SITE_NAME_RULE, is_site_name
 
+from .schedule import parse_interval
+
 #: The hashes boorus publish per post, and the metadata field that carries each.
 DEFAULT_HASH_FIELDS = {"md5": "md5", "sha256": "sha256"}
 HASH_SHAPES = {"md5": re.compile(r"[0-9a-fA-F]{32}"), "sha256": re.compile(r"[0-9a-fA-F]{64}")}
@@ -33,6 +35,7 @@ SETTINGS = {
     "options",
     "skip_known_hashes",
     "archive_id_pattern",
+    "check_every",
 }
 
 
@@ -56,6 +59,8 @@ class Site:
     hash_fields: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_HASH_FIELDS))
     #: How an entry of a gallery-dl download archive names a post: the group ``id``.
     archive_id_pattern: re.Pattern[str] = DEFAULT_ARCHIVE_ID_PATTERN
+    #: Seconds between checks of this site's items that name no interval (None: the global one).
+    check_every: int | None = None
 
     def search_url_for(self, query: str) -> str:
         assert self.search_url is not None
@@ -171,7 +176,15 @@ def _parse_site(name: Any, spec: Any) -> Site:
         dict(options),
         _hash_fields(where, spec.get("skip_known_hashes", True)),
         _archive_id_pattern(where, spec.get("archive_id_pattern")),
+        _check_every(where, spec.get("check_every")),
     )
+
+
+def _check_every(where: str, setting: Any) -> int | None:
+    try:
+        return parse_interval(setting)
+    except ValueError as problem:
+        raise ConfigError(f"{where}.check_every {problem}") from None
 
 
 def _hash_fields(where: str, setting: Any) -> dict[str, str]:

@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import functools
 
-from sqlalchemy import bindparam, exists, insert, select, tuple_, update
+from sqlalchemy import bindparam, exists, func, insert, or_, select, tuple_, update
 
-from common.states import LeaseState, TaskState
+from common.states import LeaseState, TaskKind, TaskState
 
 from .database import in_list, sql_literal
-from .models import Lease, SiteState, Task
-from .policy import RECLAIM_BATCH
+from .models import Check, Lease, SiteState, Task
+from .policy import PROMOTE_BATCH, RECLAIM_BATCH
 
 QUEUED, LEASED = sql_literal(TaskState.QUEUED), sql_literal(TaskState.LEASED)
 
 TASKS = Task.__table__
 LEASES = Lease.__table__
 SITE_STATES = SiteState.__table__
+CHECKS = Check.__table__
 LEASED_COLUMNS = (
     TASKS.c.id,
     TASKS.c.kind,
@@ -36,6 +37,13 @@ LEASED_COLUMNS = (
     TASKS.c.attempts,
     TASKS.c.item_id,
 )
+#: A metadata lease also says how many checks each task has had (subscriptions).
+METADATA_COLUMNS = (TASKS.c.check_count, TASKS.c.check_every)
+
+
+def _held_back():
+    """A site none of whose tasks goes out now: cooling down after a 429, or paused."""
+    return or_(SITE_STATES.c.cooldown_until > bindparam("now"), SITE_STATES.c.paused_at.is_not(None))
 
 
 @functools.cache
@@ -56,12 +64,10 @@ def lease_statement(kind: str, per_site: bool):
         .with_for_update(skip_locked=True)
     )
     if per_site:
-        cooling = exists().where(
-            SITE_STATES.c.name == bindparam("only_site"), SITE_STATES.c.cooldown_until > bindparam("now")
-        )
+        cooling = exists().where(SITE_STATES.c.name == bindparam("only_site"), _held_back())
         candidates = candidates.where(TASKS.c.site == bindparam("only_site"), ~cooling)
     else:
-        cooling = exists().where(SITE_STATES.c.name == TASKS.c.site, SITE_STATES.c.cooldown_until > bindparam("now"))
+        cooling = exists().where(SITE_STATES.c.name == TASKS.c.site, _held_back())
         candidates = candidates.where(~cooling)
     picked = candidates.cte("picked").prefix_with("MATERIALIZED")
     return (
@@ -73,8 +79,27 @@ def lease_statement(kind: str, per_site: bool):
             leased_at=bindparam("now"),
             updated_at=bindparam("now"),
         )
-        .returning(*LEASED_COLUMNS)
+        .returning(*LEASED_COLUMNS, *(METADATA_COLUMNS if kind == TaskKind.METADATA else ()))
     )
+
+
+#: Subscriptions whose next check is due, and resumed tasks whose backoff has ended, join
+#: the queue: run before every lease, through their own partial index (a bounded batch).
+PROMOTE_DUE = (
+    update(TASKS)
+    .where(
+        TASKS.c.id.in_(
+            select(TASKS.c.id)
+            .where(TASKS.c.state == sql_literal(TaskState.SCHEDULED), TASKS.c.available_at <= bindparam("now"))
+            .order_by(TASKS.c.available_at)
+            .limit(PROMOTE_BATCH)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        ),
+        TASKS.c.state == sql_literal(TaskState.SCHEDULED),
+    )
+    .values(state=TaskState.QUEUED, updated_at=bindparam("now"))
+)
 
 
 INSERT_LEASE = insert(LEASES)
@@ -103,6 +128,8 @@ HELD_COLUMNS = (
     TASKS.c.error_class,
     TASKS.c.last_error,
     TASKS.c.last_error_at,
+    TASKS.c.check_every,
+    TASKS.c.check_count,
 )
 CHANGED_COLUMNS = (
     "state",
@@ -115,6 +142,7 @@ CHANGED_COLUMNS = (
     "last_error_at",
     "found_count",
     "known_count",
+    "check_count",
     "done_by",
     "done_at",
     "updated_at",
@@ -126,6 +154,15 @@ CHANGE_TASK = (
     .values({name: bindparam(f"b_{name}") for name in CHANGED_COLUMNS})
 )
 
+
+#: The newest remote ids each subscription's last done check saw: where its next check stops.
+LAST_HEADS = select(CHECKS.c.task_id, CHECKS.c.head).where(
+    CHECKS.c.id.in_(
+        select(func.max(CHECKS.c.id))
+        .where(CHECKS.c.task_id.in_(bindparam("task_ids", expanding=True)), CHECKS.c.outcome == "done")
+        .group_by(CHECKS.c.task_id)
+    )
+)
 
 #: The download tasks of found posts, by (site, remote id): to link them to their items.
 DOWNLOAD_IDS = select(TASKS.c.id, TASKS.c.site, TASKS.c.remote_id).where(

@@ -43,17 +43,20 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
     for kind_counts in tasks.values():
         kind_counts["total"] = sum(kind_counts.values())
 
-    cooldowns = session.execute(
-        select(SiteState.name, SiteState.cooldown_until, SiteState.cooldown_reason).where(
-            SiteState.cooldown_until > now
+    held_back = session.execute(
+        select(SiteState.name, SiteState.cooldown_until, SiteState.cooldown_reason, SiteState.paused_at).where(
+            (SiteState.cooldown_until > now) | SiteState.paused_at.is_not(None)
         )
     ).all()
-    for name, until, reason in cooldowns:
+    for name, until, reason, paused_at in held_back:
         site_entry = per_site.setdefault(name, {"tasks": {k.value: {} for k in TaskKind}})
-        site_entry["cooldown_until"] = until
-        site_entry["cooldown_reason"] = reason
+        if until is not None and until > now:
+            site_entry["cooldown_until"] = until
+            site_entry["cooldown_reason"] = reason
+        site_entry["paused_at"] = paused_at
     for name, entry in per_site.items():
         entry.setdefault("cooldown_until", None)
+        entry.setdefault("paused_at", None)
         entry["in_flight"] = entry["tasks"].get(TaskKind.DOWNLOAD, {}).get(TaskState.LEASED, 0)
         configured = sites.get(name)
         entry["configured"] = configured is not None

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from common.states import FailureClass, TaskKind, TaskState
 
+from .schedule import next_check
+
 if TYPE_CHECKING:
     from .known import KnownSet
     from .policy import LeasePolicy
@@ -31,15 +33,19 @@ def fresh_start(now: datetime) -> dict[str, Any]:
         "found_count": None,
         "known_count": None,
         "duplicate_of": None,
+        "check_count": None,
         "done_by": None,
         "done_at": None,
         "updated_at": now,
     }
 
 
-def new_metadata_task(item_id: int, site: str, url: str, priority: int, now: datetime) -> dict[str, Any]:
-    """The row of a task that finds what exists for an inventory item on one site."""
-    return _new_task(TaskKind.METADATA, site, item_id, url, priority, now)
+def new_metadata_task(
+    item_id: int, site: str, url: str, priority: int, now: datetime, *, check_every: int | None = None
+) -> dict[str, Any]:
+    """The row of a task that finds what exists for an inventory item on one site (and, for
+    a subscription, checks it again every ``check_every`` seconds)."""
+    return {**_new_task(TaskKind.METADATA, site, item_id, url, priority, now), "check_every": check_every}
 
 
 def new_download_task(
@@ -126,10 +132,37 @@ def _recorded(task: Any, lease_id: str, now: datetime) -> dict[str, Any]:
         "last_error_at": task.last_error_at,
         "found_count": None,
         "known_count": None,
+        "check_count": task.check_count,
         "done_by": None,
         "done_at": None,
         "updated_at": now,
     }
+
+
+def check_interval(task: Any, sites: SiteRegistry, policy: LeasePolicy) -> int | None:
+    """Seconds between checks of a metadata task: its item's, else its site's, else the
+    global interval; None: checked once."""
+    if task.kind != TaskKind.METADATA:
+        return None
+    site = sites.get(task.site)
+    return task.check_every or (site.check_every if site is not None else None) or policy.check_every
+
+
+def is_full_check(task: Any, policy: LeasePolicy) -> bool:
+    """The first check, and every ``full_check_every``-th, goes to the end."""
+    number = (task.check_count or 0) + 1
+    return number == 1 or number % policy.full_check_every == 0
+
+
+def _checked_again(values: dict[str, Any], task: Any, interval: int, now: datetime) -> None:
+    """A subscription's check is over (found, found nothing, or failed for good): it waits
+    for the next one, with fresh attempts."""
+    values.update(
+        state=TaskState.SCHEDULED,
+        attempts=0,
+        available_at=next_check(now, interval),
+        check_count=(task.check_count or 0) + 1,
+    )
 
 
 def metadata_done(
@@ -165,10 +198,23 @@ def metadata_done(
             row = new_download_task(task.item_id, site.name, remote_id, url, metadata, task.priority, now)
             holder = known.holder_of(site.published_hashes(metadata)) if known is not None else None
             downloads.append(row if holder is None else already_held(row, holder.file_id, now))
-        values.update(state=TaskState.DONE, done_by=done_by, done_at=now, found_count=len(things), known_count=skipped)
+        values.update(
+            state=TaskState.DONE,
+            done_by=done_by,
+            done_at=now,
+            found_count=len(things),
+            known_count=skipped,
+            check_count=(task.check_count or 0) + 1,
+        )
+        if (interval := check_interval(task, sites, policy)) is not None:
+            _checked_again(values, task, interval, now)
         return Change(values, downloads)
+    values.update(found_count=0, last_error="nothing found", last_error_at=now)
+    if (interval := check_interval(task, sites, policy)) is not None:
+        _checked_again(values, task, interval, now)  # nothing there yet: look again next time
+        return Change(values)
     attempts = task.attempts + 1
-    values.update(attempts=attempts, found_count=0, last_error="nothing found", last_error_at=now)
+    values["attempts"] = attempts
     if attempts >= policy.max_attempts[task.kind]:
         values["state"] = TaskState.NOT_FOUND
     else:
@@ -176,9 +222,19 @@ def metadata_done(
     return Change(values)
 
 
-def failed(task: Any, result: dict[str, Any], *, lease_id: str, policy: LeasePolicy, now: datetime) -> Change:
+def failed(
+    task: Any,
+    result: dict[str, Any],
+    *,
+    lease_id: str,
+    policy: LeasePolicy,
+    now: datetime,
+    sites: SiteRegistry | None = None,
+) -> Change:
     """A failure by its class: permanent is dead at once; transient retries with backoff
-    until the last attempt; rate limited charges nothing and cools the whole site down."""
+    until the last attempt; rate limited charges nothing and cools the whole site down.
+    A subscription's check that fails for good is not the end of it: it is checked again
+    at its next interval (the error stays on it, for the report)."""
     values = _recorded(task, lease_id, now)
     error_class = FailureClass(result["error_class"])
     message = (result.get("error") or error_class.value)[:2000]
@@ -191,7 +247,11 @@ def failed(task: Any, result: dict[str, Any], *, lease_id: str, policy: LeasePol
     attempts = task.attempts + 1
     values["attempts"] = attempts
     if error_class == FailureClass.PERMANENT or attempts >= policy.max_attempts[task.kind]:
-        values["state"] = TaskState.DEAD
+        interval = check_interval(task, sites, policy) if sites is not None else None
+        if interval is not None:
+            _checked_again(values, task, interval, now)
+        else:
+            values["state"] = TaskState.DEAD
     else:
         values.update(state=TaskState.QUEUED, available_at=now + policy.retry_delay(attempts))
     return Change(values)

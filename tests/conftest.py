@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, make_url, text
 from tests.helpers import TEST_SITES, Actions
 
 DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-TABLES = ("files", "tasks", "leases", "site_states", "items", "api_keys", "item_posts", "known_files")
+TABLES = ("files", "tasks", "leases", "site_states", "items", "api_keys", "item_posts", "known_files", "checks")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -100,7 +100,14 @@ def test_an_item_shows_its_tasks_the_posts_it_found_and_their_files(client, acti
     assert metadata["found_at"] is not None
     assert [(d["remote_id"], d["state"]) for d in cats["downloads"]] == [("1", "done"), ("2", "done")]
     assert [f["path"] for d in cats["downloads"] for f in d["files"]] == ["booru/1.png", "booru/2.png"]
-    assert cats["totals"] == {"found": 2, "known": 0, "downloads": {"done": 2}, "files": 2, "bytes": 200}
+    assert cats["totals"] == {
+        "found": 2,
+        "known": 0,
+        "downloads": {"done": 2},
+        "files": 2,
+        "bytes": 200,
+        "gone_upstream": 0,
+    }
     # post 2 was found by both items: one task, listed under each
     kittens = get(client, actions, "/items/query:kittens", downloads_limit=1)
     assert [d["remote_id"] for d in kittens["downloads"]] == ["2"]

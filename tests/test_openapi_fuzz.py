@@ -42,8 +42,17 @@ def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(a
             "--no-color",
         ]
         run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        if run.returncode != 0 and _fuzzer_crashed(run.stdout):
+            # schemathesis broke inside itself (seen once: CPython's "AST constructor recursion
+            # depth mismatch" while it generated a case): not a finding; the same seed again
+            run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     finally:
         coordinator.stop()
     report = run.stdout[-8000:] + run.stderr[-2000:]
     assert run.returncode == 0, report + "\ncoordinator log:\n" + coordinator.log()[-3000:]
     assert " passed" in run.stdout and "generated" in run.stdout, report
+
+
+def _fuzzer_crashed(output: str) -> bool:
+    """A run that found nothing and ended on an error of the fuzzer's own."""
+    return "Runtime Error" in output and "unique failure" not in output and "SystemError" in output

@@ -23,6 +23,7 @@ def keys(shape) -> set[str]:
         (protocol.FoundPost, schemas.FoundSchema),
         (protocol.LeasedTask, schemas.LeasedTaskSchema),
         (protocol.ItemRef, schemas.ItemRefSchema),
+        (protocol.CheckOrder, schemas.CheckOrderSchema),
     ],
 )
 def test_a_shape_and_its_schema_name_the_same_fields(shape, schema):

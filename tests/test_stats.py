@@ -37,6 +37,8 @@ def test_stats_after_a_small_run(actions, client):
     assert stats["items"] == {"pending": 1, "found": 1, "not_found": 0, "failed": 0, "total": 2}
     assert stats["tasks"]["metadata"] | {} == {
         "queued": 3,
+        "scheduled": 0,
+        "paused": 0,
         "leased": 0,
         "done": 1,
         "not_found": 0,
@@ -46,6 +48,8 @@ def test_stats_after_a_small_run(actions, client):
     }  # dogs retries; tube x2
     assert stats["tasks"]["download"] == {
         "queued": 0,
+        "scheduled": 0,
+        "paused": 0,
         "leased": 1,
         "done": 1,
         "not_found": 0,

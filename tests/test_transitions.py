@@ -23,6 +23,7 @@ SITES = SiteRegistry.from_config(TEST_SITES)
 def leased(kind: str = "download", attempts: int = 0, **extra):
     values = {"id": 7, "kind": kind, "site": "booru", "state": TaskState.LEASED, "attempts": attempts}
     values |= {"item_id": 3, "priority": 5, "error_class": None, "last_error": None, "last_error_at": None}
+    values |= {"check_every": None, "check_count": None}
     return SimpleNamespace(**(values | extra))
 
 

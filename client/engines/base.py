@@ -101,6 +101,48 @@ class Found:
 
 
 @dataclass(frozen=True)
+class StopAtKnown:
+    """A re-check's order: stop enumerating (newest first) after ``after`` posts in a row
+    that are ``known``; what follows them is known too."""
+
+    known: frozenset[str]
+    after: int
+
+    @classmethod
+    def from_check(cls, check: Mapping[str, Any] | None) -> StopAtKnown | None:
+        if not check or not check.get("stop_after_known") or not check.get("known_ids"):
+            return None
+        return cls(frozenset(str(remote_id) for remote_id in check["known_ids"]), int(check["stop_after_known"]))
+
+
+class KnownRun:
+    """Counts known posts in a row while an engine enumerates; says when to stop."""
+
+    def __init__(self, rule: StopAtKnown | None):
+        self.rule = rule
+        self.in_a_row = 0
+        self.seen: set[str] = set()
+        self.stopped = False
+
+    def saw(self, remote_id: str) -> bool:
+        """Note a post (each counts once); True when the enumeration should stop here."""
+        if self.rule is None or remote_id in self.seen:
+            return False
+        self.seen.add(remote_id)
+        self.in_a_row = self.in_a_row + 1 if remote_id in self.rule.known else 0
+        self.stopped = self.in_a_row >= self.rule.after
+        return self.stopped
+
+
+@dataclass
+class Resolution:
+    """What a resolution found, and whether it stopped early at known posts."""
+
+    found: list[Found]
+    stopped_at_known: bool = False
+
+
+@dataclass(frozen=True)
 class Written:
     """A file a download job left on disk (complete: never a ``.part``), with its metadata."""
 
@@ -117,7 +159,8 @@ class Engine:
         self.settings = settings
         self.sites = {name: site for name, site in sites.items() if site.get("engine") == self.name}
 
-    def resolve(self, url: str, site: str) -> list[Found]:
+    def resolve(self, url: str, site: str, stop: StopAtKnown | None = None) -> Resolution:
+        """What exists at ``url``; an engine that can stop early honours ``stop``."""
         raise NotImplementedError
 
     def download(self, url: str, site: str, directory: Path, partial: Path) -> list[Written]:

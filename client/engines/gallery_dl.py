@@ -23,7 +23,19 @@ from gallery_dl import exception, extractor, job, util
 
 from common.states import FailureClass
 
-from .base import Engine, Failure, Found, Written, classify_http, json_safe, node_fault_of, within
+from .base import (
+    Engine,
+    Failure,
+    Found,
+    KnownRun,
+    Resolution,
+    StopAtKnown,
+    Written,
+    classify_http,
+    json_safe,
+    node_fault_of,
+    within,
+)
 
 #: Keys that name a post on most sites, in order of preference.
 ID_KEYS = ("id", "post_id", "tweet_id", "gallery_id")
@@ -69,9 +81,9 @@ class GalleryDlEngine(Engine):
         if partial is not None:
             gdl_config.set((), "part-directory", str(partial))
 
-    def resolve(self, url: str, site: str) -> list[Found]:
+    def resolve(self, url: str, site: str, stop: StopAtKnown | None = None) -> Resolution:
         self._reset()
-        collector = _Collector()
+        collector = _Collector(known=KnownRun(stop))
         status = collector.run(_EnumerateJob, url)
         if status:
             raise collector.failure(status)
@@ -84,7 +96,7 @@ class GalleryDlEngine(Engine):
                 grouped[remote_id] = Found(remote_id, file_url, json_safe(kwdict))
         for remote_id, found in grouped.items():
             found.metadata["file_count"] = counts[remote_id]
-        return list(grouped.values())
+        return Resolution(list(grouped.values()), collector.known.stopped)
 
     def download(self, url: str, site: str, directory: Path, partial: Path) -> list[Written]:
         self._reset(directory, partial)
@@ -110,8 +122,10 @@ def _remote_id(kwdict: Mapping[str, Any], url: str) -> str:
 class _Collector(logging.Handler):
     """What one job saw: items, written/failed files, HTTP statuses, error messages."""
 
-    def __init__(self, confined_to: tuple[Path, ...] = ()):
+    def __init__(self, confined_to: tuple[Path, ...] = (), known: KnownRun | None = None):
         super().__init__(logging.WARNING)
+        #: A re-check: counts known posts in a row, to stop at them.
+        self.known = known or KnownRun(None)
         #: Folders a download job may write in; a path outside them stops the job.
         self.confined_to = confined_to
         #: Why the job was stopped before writing somewhere it must not.
@@ -150,6 +164,10 @@ class _Collector(logging.Handler):
                     FailureClass.PERMANENT, f"unsupported URL: gallery-dl has no extractor for {url}"
                 ) from None
             return running.run()
+        except exception.TerminateExtraction:
+            if not self.known.stopped:
+                raise
+            return 0  # stopped at known posts: every page not asked for is a request saved
         finally:
             root.removeHandler(self)
 
@@ -212,6 +230,9 @@ class _EnumerateJob(_Watching, job.Job):
 
     def handle_url(self, url, kwdict):
         self.collector.items.append((url, dict(kwdict)))
+        if self.collector.known.saw(_remote_id(kwdict, url)):
+            # Out of every nested job at once (a child's StopExtraction would only end the child).
+            raise exception.TerminateExtraction()
 
     def handle_queue(self, url, kwdict):
         if url in self.visited:

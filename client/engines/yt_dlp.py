@@ -19,7 +19,18 @@ from common.sites import is_fetched_url
 from common.states import FailureClass
 
 from ..trust import scheme_refusal
-from .base import Engine, Failure, Found, Written, classify_http, json_safe, node_fault_of, within
+from .base import (
+    Engine,
+    Failure,
+    Found,
+    Resolution,
+    StopAtKnown,
+    Written,
+    classify_http,
+    json_safe,
+    node_fault_of,
+    within,
+)
 
 #: yt-dlp's fallback extractors name videos by page position; their media URL is steadier.
 GENERIC_EXTRACTORS = {"Generic", "HTML5MediaEmbed"}
@@ -70,7 +81,8 @@ class YtDlpEngine(Engine):
         options["logger"] = _Messages()
         return options
 
-    def resolve(self, url: str, site: str) -> list[Found]:
+    def resolve(self, url: str, site: str, stop: StopAtKnown | None = None) -> Resolution:
+        # A flat playlist comes in one answer: a re-check has nothing to save by stopping.
         with _ConfinedYoutubeDL(self._options(site, extract_flat="in_playlist", simulate=True)) as ydl:
             info = _run(ydl, url, download=False)
         entries = [entry for entry in (info.get("entries") or [info]) if entry]
@@ -82,7 +94,7 @@ class YtDlpEngine(Engine):
             if remote_id not in found:
                 metadata = json_safe({key: entry[key] for key in METADATA_KEYS if entry.get(key) is not None})
                 found[remote_id] = Found(remote_id, download_url, metadata)
-        return list(found.values())
+        return Resolution(list(found.values()))
 
     def download(self, url: str, site: str, directory: Path, partial: Path) -> list[Written]:
         options = self._options(

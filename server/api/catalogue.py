@@ -17,6 +17,7 @@ from ..catalogue import (
 )
 from ..extensions import db
 from ..models import Role
+from ..pausing import pause_item, resume_item
 from ..schemas import (
     MAX_ID,
     CatalogueFileSchema,
@@ -28,6 +29,7 @@ from ..schemas import (
     ItemDetailSchema,
     ItemListSchema,
     ItemQuerySchema,
+    PausedSchema,
     SimilarListSchema,
     SimilarQuerySchema,
 )
@@ -56,6 +58,22 @@ def item_list(query):
 def item_detail(query, key):
     """One item: its metadata task per site, the posts it found (their download tasks) and their files"""
     return show_item(db.session, key, **query)
+
+
+@items.route("/<path:key>/pause", methods=["POST"])
+@auth_required(Role.ADMIN)
+@items.response(200, PausedSchema)
+def item_pause(key):
+    """Pause an item: its waiting tasks are not leased until it is resumed (leased ones finish)"""
+    return {"key": key, "paused": True, "tasks": pause_item(db.session, key)}
+
+
+@items.route("/<path:key>/resume", methods=["POST"])
+@auth_required(Role.ADMIN)
+@items.response(200, PausedSchema)
+def item_resume(key):
+    """Resume a paused item"""
+    return {"key": key, "paused": False, "tasks": resume_item(db.session, key)}
 
 
 @files.route("", methods=["GET"])

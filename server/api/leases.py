@@ -89,6 +89,8 @@ def _task_body(task: dict[str, Any]) -> dict[str, Any]:
     }
     if "item" in task:  # metadata tasks carry their inventory item
         body["item"] = task["item"]
+    if "check" in task:  # and, for a subscription, which check this is and where it may stop
+        body["check"] = task["check"]
     return body
 
 

@@ -1,9 +1,11 @@
-"""``GET /sites``: the sites this coordinator hands out work for."""
+"""``GET /sites``: the sites this coordinator hands out work for; pause and resume one."""
 
 from .. import context
 from ..auth import auth_required
+from ..extensions import db
 from ..models import Role
-from ..schemas import SiteSchema
+from ..pausing import set_site_paused
+from ..schemas import PausedSchema, SiteSchema
 from . import ApiBlueprint
 
 blp = ApiBlueprint("sites", __name__, url_prefix="/sites", description="Configured sites")
@@ -15,3 +17,21 @@ blp = ApiBlueprint("sites", __name__, url_prefix="/sites", description="Configur
 def list_sites():
     """Names, engines and templates of the configured sites"""
     return list(context.sites())
+
+
+@blp.route("/<name>/pause", methods=["POST"])
+@auth_required(Role.ADMIN)
+@blp.response(200, PausedSchema)
+def pause(name):
+    """Pause a site: none of its tasks is leased until it is resumed (leased ones finish)"""
+    set_site_paused(db.session, name, True, sites=context.sites())
+    return {"name": name, "paused": True}
+
+
+@blp.route("/<name>/resume", methods=["POST"])
+@auth_required(Role.ADMIN)
+@blp.response(200, PausedSchema)
+def resume(name):
+    """Resume a paused site"""
+    set_site_paused(db.session, name, False, sites=context.sites())
+    return {"name": name, "paused": False}
