@@ -46,6 +46,7 @@ class Plan:
     database_cycles: int = 1000  # of 100 tasks, for the database-only figure
     queue_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     scaling_leases: int = 300
+    subscription_sizes: tuple[int, ...] = (1_000, 100_000)
     files: int = 1000
     latency: float = 0.05
     image_size: int | None = 320
@@ -68,6 +69,7 @@ SMOKE = Plan(
     database_cycles=100,
     queue_sizes=(1_000, 2_000, 5_000),
     scaling_leases=10,
+    subscription_sizes=(100, 1_000),
     files=16,
     latency=0.01,
     memory_tasks=5_000,

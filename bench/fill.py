@@ -97,3 +97,67 @@ def fill(url: str, count: int, *, priorities: int = 1, seed: int = 0) -> None:
         with engine.begin() as connection:
             connection.execute(text("ANALYZE tasks"))
     engine.dispose()
+
+
+def fill_subscriptions(url: str, subscriptions: int, *, queued: int, seed: int = 0) -> None:
+    """Items with a metadata task each: ``subscriptions`` of them checked once and waiting
+    for their next check (``scheduled``, due at times spread over the next day), and
+    ``queued`` waiting for their first."""
+    rng = random.Random(seed)
+    engine = create_engine(url)
+    sqlite = engine.dialect.name == "sqlite"
+    now = datetime.now(UTC)
+
+    def stamp(moment: datetime):
+        return moment.replace(tzinfo=None).isoformat(" ", timespec="microseconds") if sqlite else moment
+
+    total = subscriptions + queued
+    items = [
+        (n, f"bench-{n}", f"tag{n}", '["bench"]', 0, "{}", "h", "pending", stamp(now), stamp(now))
+        for n in range(1, total + 1)
+    ]
+    tasks = []
+    for n in range(1, total + 1):
+        waiting = n <= subscriptions
+        due = now + timedelta(seconds=rng.uniform(60, 86400)) if waiting else now - timedelta(minutes=5)
+        tasks.append(
+            (
+                "metadata",
+                BENCH_SITE,
+                n,
+                f"http://bench.test/post?tags=tag{n}",
+                "scheduled" if waiting else "queued",
+                0,
+                0,
+                stamp(due),
+                3600 if waiting else None,
+                1 if waiting else None,
+                stamp(now),
+                stamp(now),
+            )
+        )
+    item_columns = "id, key, query, sites, priority, extra, content_hash, state, created_at, updated_at"
+    task_columns = (
+        "kind, site, item_id, url, state, priority, attempts, available_at, check_every, check_count, "
+        "created_at, updated_at"
+    )
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        if sqlite:
+            cursor.executemany(f"INSERT INTO items ({item_columns}) VALUES ({', '.join('?' * 10)})", items)
+            cursor.executemany(f"INSERT INTO tasks ({task_columns}) VALUES ({', '.join('?' * 12)})", tasks)
+        else:
+            with cursor.copy(f"COPY items ({item_columns}) FROM STDIN") as copy:
+                for row in items:
+                    copy.write_row(row)
+            with cursor.copy(f"COPY tasks ({task_columns}) FROM STDIN") as copy:
+                for row in tasks:
+                    copy.write_row(row)
+        raw.commit()
+    finally:
+        raw.close()
+    if not sqlite:
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE"))
+    engine.dispose()

@@ -59,6 +59,38 @@ def measure(url: str, size: int, leases: int) -> dict:
     }
 
 
+def subscriptions(url: str, size: int, leases: int, queued: int = 5000) -> dict:
+    """The 100-task metadata lease with ``size`` subscriptions waiting for their next
+    check (spread over the next day, outside the queue) beside ``queued`` items to resolve:
+    the lease queues the few that come due and must not walk the rest."""
+    fill.prepare(url)
+    fill.fill_subscriptions(url, size, queued=queued)
+    app = create_app({"DATABASE_URL": url, "SITES": fill.SITES})
+    timings = []
+    with app.app_context():
+        client = db.session.scalar(select(ApiKey))
+        db.session.commit()
+        for number in range(leases + 20):
+            started = time.perf_counter()
+            grant = lease_tasks(
+                db.session, client=client, kind="metadata", n=100, sites=context.sites(), policy=context.policy()
+            )
+            elapsed = time.perf_counter() - started
+            assert len(grant.tasks) == 100
+            release_lease(db.session, lease_id=grant.lease.id, client=client)
+            if number >= 20:
+                timings.append(elapsed * 1000)
+        db.session.remove()
+        db.engine.dispose()
+    return {
+        "subscriptions": size,
+        "queued": queued,
+        "p50_ms": round(statistics.median(timings), 3),
+        "p99_ms": round(percentile(timings, 0.99), 3),
+        "leases": leases,
+    }
+
+
 def run(plan, workdir: Path, progress) -> dict:
     results = {}
     for backend in plan.backends:
@@ -67,8 +99,15 @@ def run(plan, workdir: Path, progress) -> dict:
             url = database(backend, workdir, plan.pg_server, "ff_bench_scaling")
             rows.append(measure(url, size, plan.scaling_leases))
             progress(f"{backend:10} {size:>9} queued: lease p50 {rows[-1]['p50_ms']} ms, p99 {rows[-1]['p99_ms']} ms")
+        waiting = []
+        for size in plan.subscription_sizes:
+            url = database(backend, workdir, plan.pg_server, "ff_bench_subscriptions")
+            waiting.append(subscriptions(url, size, plan.scaling_leases))
+            progress(f"{backend:10} {size:>9} subscriptions waiting: metadata lease p50 {waiting[-1]['p50_ms']} ms")
         results[backend] = {
             "sizes": rows,
             "p50_ratio_largest_to_smallest": round(rows[-1]["p50_ms"] / rows[0]["p50_ms"], 2),
+            "subscriptions": waiting,
+            "subscriptions_p50_ratio": round(waiting[-1]["p50_ms"] / waiting[0]["p50_ms"], 2),
         }
     return results

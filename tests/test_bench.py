@@ -64,6 +64,8 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
     for backend in ("sqlite", "postgresql"):
         sizes = data["scaling"][backend]["sizes"]
         assert [row["queued"] for row in sizes] == [1_000, 2_000, 5_000] and all(row["p50_ms"] > 0 for row in sizes)
+        waiting = data["scaling"][backend]["subscriptions"]
+        assert [row["subscriptions"] for row in waiting] == [100, 1_000] and all(row["p50_ms"] > 0 for row in waiting)
     pipeline = data["pipeline"]
     for variant in ("gallery_dl_1", "gallery_dl_8", "client_1", "client_8"):
         assert pipeline[variant]["files"] == pipeline["files"], (variant, pipeline[variant])
@@ -81,7 +83,7 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
         (backend, size) for backend in ("sqlite", "postgresql") for size in (1_000, 5_000)
     ]
     assert all(row["ratio"] > 0 for row in catalogue["skip_known"])
-    assert len(data["targets"]) == 19 and all(row["measured"] is not None for row in data["targets"])
+    assert len(data["targets"]) == 21 and all(row["measured"] is not None for row in data["targets"])
     table = (tmp_path / "latest.md").read_text()
     for heading in (
         "## Targets",
