@@ -16,9 +16,11 @@ missing for ``gap_seconds``.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,13 +177,16 @@ class HashIndex:
         """Files whose hash is within ``distance`` bits of ``value``, nearest first (then by id)."""
         size, ids, hashes = self._size, self._ids, self._hashes  # a consistent snapshot
         query = np.uint64(value)
-        positions, distances = [], []
-        for start in range(0, size, BLOCK):
-            counts = np.bitwise_count(hashes[start : min(start + BLOCK, size)] ^ query)
-            hits = np.flatnonzero(counts <= distance)
-            if hits.size:
-                positions.append(hits + start)
-                distances.append(counts[hits])
+        if size >= PARALLEL_FROM and _SCANNERS > 1:
+            # numpy lets go of the GIL: one share of the blocks per core (a core alone does
+            # not draw all the memory bandwidth an index this big needs)
+            step = -(-size // _SCANNERS // BLOCK) * BLOCK
+            shares = [(start, min(start + step, size)) for start in range(0, size, step)]
+            parts = list(_scanner_pool().map(lambda share: _scan(hashes, query, distance, *share), shares))
+            positions = [array for part in parts for array in part[0]]
+            distances = [array for part in parts for array in part[1]]
+        else:
+            positions, distances = _scan(hashes, query, distance, 0, size)
         if not positions:
             return []
         found_ids = ids[np.concatenate(positions)]
@@ -212,6 +217,33 @@ def _rows(session: Session, statement) -> tuple[np.ndarray, list[str | None]]:
         result.close()
     ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
     return ids, [row[1] for row in rows]
+
+
+def _scan(hashes: np.ndarray, query: np.uint64, distance: int, start: int, stop: int):
+    """(positions, distances) of the hashes in [start, stop) within ``distance`` of ``query``."""
+    positions, distances = [], []
+    for block in range(start, stop, BLOCK):
+        counts = np.bitwise_count(hashes[block : min(block + BLOCK, stop)] ^ query)
+        hits = np.flatnonzero(counts <= distance)
+        if hits.size:
+            positions.append(hits + block)
+            distances.append(counts[hits])
+    return positions, distances
+
+
+#: Indexes this big are scanned by several threads, one per core (at most four).
+PARALLEL_FROM = 1 << 21
+_SCANNERS = min(4, os.cpu_count() or 1)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _scanner_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_SCANNERS, thread_name_prefix="similar-scan")
+        return _pool
 
 
 def _grown(array: np.ndarray, used: int, capacity: int) -> np.ndarray:

@@ -570,3 +570,24 @@ def test_catalogue_commands_print_tab_separated_rows_or_json(runner, client, act
     clusters = runner.invoke(args=["duplicates", "--kind", "similar", "--distance", "1", "--json"])
     [cluster] = [json.loads(line) for line in clusters.output.splitlines()]
     assert sorted(f["remote_id"] for f in cluster["files"]) == ["1", "2"]
+
+
+def test_a_scan_shared_between_threads_equals_brute_force(monkeypatch):
+    """Big indexes are scanned in one share per core; small blocks and a low threshold make
+    a small one take that path too."""
+    import numpy as np
+
+    import server.similar as similar
+
+    monkeypatch.setattr(similar, "BLOCK", 128)
+    monkeypatch.setattr(similar, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(similar, "_SCANNERS", 3)
+    rng = random.Random(5)
+    values = [rng.getrandbits(64) for _ in range(5000)]
+    values += [values[7] ^ (1 << bit) for bit in range(10)]
+    index = similar.HashIndex("phash")
+    index.load(np.arange(1, len(values) + 1, dtype=np.int64), np.array(values, dtype=np.uint64))
+    pairs = list(enumerate(values, 1))
+    for query in (values[7], values[4000] ^ 0xFF, rng.getrandbits(64)):
+        for distance in (0, 3, 8, 16):
+            assert index.search(query, distance) == similar.brute_force(pairs, query, distance)
