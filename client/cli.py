@@ -165,6 +165,49 @@ def _wait_for_storage(dest: Path, mode: str | None, stopper: Stopper) -> None:
         sys.exit(128 + signal.Signals[stopper.signal_name or "SIGTERM"].value)
 
 
+@main.command("test-site")
+@click.argument("site", required=False)
+@click.option("--all", "every", is_flag=True, help="Test every site that has a test.")
+@click.pass_obj
+def test_site(obj, site, every):
+    """Run SITE's health test (the coordinator's SITES[...]["test"]): resolve and download into
+    a temporary folder (never --dest, the node's archive or the cache), one line per check,
+    and report the outcome to the coordinator. Exit 0 when every check passes, 1 when one
+    fails, 2 for an unknown site or one without a test."""
+    from .site_test import run_site_test
+
+    settings = obj["settings"]
+    try:
+        validate_node(settings)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    if bool(site) == every:
+        _fail("name a SITE, or --all", 2)
+    coordinator = Coordinator(settings["SERVER_URL"], settings["API_KEY"], timeout=settings["HTTP_TIMEOUT"])
+    try:
+        described = coordinator.site_list()
+        if site is not None and site not in described:
+            _fail(f"the coordinator has no site {site!r}; it has: {', '.join(described) or 'none'}", 2)
+        if site is not None and not described[site].get("test"):
+            _fail(f"site {site!r} has no test (SITES[{site!r}]['test'] on the coordinator)", 2)
+        names = [site] if site else [name for name, info in described.items() if info.get("test")]
+        if not names:
+            _fail("no site has a test (SITES[...]['test'] on the coordinator)", 2)
+        failed = 0
+        for name in names:
+            outcome = run_site_test(name, described[name], settings)
+            for check in outcome.checks:
+                click.echo(check.line(name))
+            coordinator.report_test(name, outcome.passed, [check.as_wire() for check in outcome.checks])
+            failed += not outcome.passed
+    except CoordinatorError as error:
+        _fail(error.message, EXIT_UNREACHABLE if error.status is None or error.fatal else 1)
+    finally:
+        coordinator.close()
+    click.echo(f"{len(names) - failed} of {len(names)} site test(s) passed")
+    sys.exit(1 if failed else 0)
+
+
 @main.group()
 def cache():
     """The metadata cache: its state, and replication with a central CouchDB."""

@@ -97,14 +97,21 @@ class Coordinator:
 
     def sites(self) -> dict[str, dict[str, Any]]:
         """The coordinator's sites as it describes them (vetted by the caller, ``client.trust``)."""
+        return {
+            name: {"engine": site.get("engine"), "options": site.get("options") or {}}
+            for name, site in self.site_list().items()
+        }
+
+    def site_list(self) -> dict[str, dict[str, Any]]:
+        """Every field ``GET /sites`` gives, by site name (templates, health test...)."""
         listed = self._call(self._safe, "GET", "/sites")
         if not isinstance(listed, list):
             return {}
-        return {
-            site["name"]: {"engine": site.get("engine"), "options": site.get("options") or {}}
-            for site in listed
-            if isinstance(site, dict) and isinstance(site.get("name"), str)
-        }
+        return {site["name"]: site for site in listed if isinstance(site, dict) and isinstance(site.get("name"), str)}
+
+    def report_test(self, site: str, passed: bool, checks: list[dict[str, Any]]) -> dict:
+        body = {"passed": passed, "checks": checks}
+        return self._call(self._safe, "POST", f"/sites/{site}/test-results", json=body)
 
     def lease(self, kind: str, n: int, *, site: str | None = None, lease_seconds: int | None = None) -> dict:
         body: dict[str, Any] = {"kind": kind, "n": n}

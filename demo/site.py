@@ -75,8 +75,19 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
             counts.clear()
             catalog.grown = GROWING_AT_START
             catalog.vanished.clear()
+            broken["mode"] = None
         reset_failures()
         return jsonify({"total": 0})
+
+    broken = {"mode": None}
+
+    @app.post("/_break")
+    def break_site():
+        """Make the site unhealthy for its health test: ``mode=500`` (its API answers 500),
+        ``mode=wrong`` (files come with other bytes), ``mode=none`` (healthy again)."""
+        mode = request.args.get("mode", "none")
+        broken["mode"] = None if mode == "none" else mode
+        return jsonify({"broken": broken["mode"]})
 
     @app.post("/_grow")
     def grow():
@@ -95,6 +106,8 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
 
     @app.get("/post.json")
     def post_json():
+        if broken["mode"] == "500":
+            return _error(500, "Internal Server Error")
         tags = request.args.get("tags", "").split()
         for tag in tags:
             if tag in API_FAILURES and should_fail(f"api:{tag}"):
@@ -133,6 +146,8 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
         if post is None or post.ext != ext:
             abort(404)
         body = catalog.file_bytes(post)
+        if broken["mode"] == "wrong":
+            body = body[:-16] + b"\0" * 16  # same size, other bytes
         failure = FAILURES.get(post.id)
         if failure is not None and should_fail(f"file:{post.id}"):
             if failure.mode == "404":

@@ -172,6 +172,11 @@ class SiteState(db.Model):
     cooldown_reason: Mapped[str | None] = mapped_column(Text)
     #: Paused by an operator: none of its tasks is leased until it is resumed.
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The last health test a node ran (``python -m client test-site``): when, who, how.
+    test_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    test_client_id: Mapped[int | None] = mapped_column(Integer)
+    test_passed: Mapped[bool | None] = mapped_column()
+    test_checks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

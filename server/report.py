@@ -15,6 +15,7 @@ from common.states import ItemState, TaskKind, TaskState
 from .database import read_only, utcnow
 from .models import ApiKey, Check, Item, Role, SiteState, Task
 from .policy import LeasePolicy
+from .site_state import last_tests
 from .sites import SiteRegistry
 from .transitions import check_interval
 
@@ -80,6 +81,7 @@ def build_report(session: Session, *, sites: SiteRegistry, policy: LeasePolicy, 
         "failing_downloads": _failing_downloads(session),
         "dead_tasks": _dead_tasks(session),
         "sites_held_back": _sites_held_back(session, now),
+        "failing_site_tests": _failing_site_tests(session),
         "silent_nodes": _silent_nodes(session, now),
         "gone_upstream": _gone_upstream(session),
     }
@@ -171,6 +173,20 @@ def _sites_held_back(session: Session, now: datetime) -> Section:
         for row in rows
     ]
     return Section("sites paused or cooling down", len(listed), listed[:LISTED])
+
+
+def _failing_site_tests(session: Session) -> Section:
+    failed = [
+        {
+            "site": name,
+            "at": test["at"],
+            "node": test["node"],
+            "why": "; ".join(c.get("detail") or c["name"] for c in test["failed"]),
+        }
+        for name, test in sorted(last_tests(session).items())
+        if not test["passed"]
+    ]
+    return Section("sites whose last health test failed", len(failed), failed[:LISTED])
 
 
 def _silent_nodes(session: Session, now: datetime) -> Section:

@@ -324,6 +324,9 @@ class SiteStatsSchema(ma.Schema):
     cooldown_until = fields.AwareDateTime(allow_none=True)
     cooldown_reason = fields.String(allow_none=True)
     paused_at = fields.AwareDateTime(allow_none=True, metadata={"description": "paused by an operator since"})
+    last_test = fields.Dict(
+        allow_none=True, metadata={"description": "the last health test: at, node, passed, failed checks"}
+    )
     configured = fields.Boolean()
 
 
@@ -370,6 +373,14 @@ class StatsSchema(ma.Schema):
     known = fields.Dict(keys=fields.String(), values=fields.Integer(), metadata={"description": "anchors by kind"})
 
 
+class SiteTestSchema(ma.Schema):
+    url = fields.String()
+    min_posts = fields.Integer()
+    download = fields.Integer(metadata={"description": "posts to download (into a temporary folder)"})
+    sha256 = fields.List(fields.String(), metadata={"description": "files that must be among them"})
+    metadata_keys = fields.List(fields.String(), metadata={"description": "every found post carries these"})
+
+
 class SiteSchema(ma.Schema):
     name = fields.String()
     engine = fields.String()
@@ -377,6 +388,24 @@ class SiteSchema(ma.Schema):
     post_url = fields.String(allow_none=True)
     max_in_flight = fields.Integer(allow_none=True)
     options = fields.Dict()
+    test = fields.Nested(SiteTestSchema, allow_none=True, metadata={"description": "its health test, if any"})
+
+
+class SiteTestCheckSchema(StrictSchema):
+    name = fields.String(required=True, validate=[validate.Length(1, 200), _storable_text])
+    passed = fields.Boolean(required=True)
+    detail = fields.String(validate=[validate.Length(max=2000), _storable_text])
+
+
+class SiteTestResultSchema(StrictSchema):
+    passed = fields.Boolean(required=True)
+    checks = fields.List(fields.Nested(SiteTestCheckSchema), required=True, validate=validate.Length(max=100))
+
+
+class SiteTestRecordedSchema(ma.Schema):
+    name = fields.String()
+    passed = fields.Boolean()
+    at = fields.AwareDateTime()
 
 
 class HealthSchema(ma.Schema):

@@ -1,5 +1,5 @@
 """What the coordinator knows of each site right now: cooling down after a 429 (for every
-node), and how many of its downloads are in flight (``max_in_flight``)."""
+node), how many of its downloads are in flight (``max_in_flight``), its last health test."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 from common.states import TaskKind, TaskState
 
 from .database import dialect_insert, is_postgresql, sql_literal, utcnow
+from .errors import NotFound
 from .models import SiteState, Task
+from .sites import SiteRegistry
 
 LEASED = sql_literal(TaskState.LEASED)
 
@@ -48,3 +50,47 @@ def in_flight(session: Session, site: str, now: datetime) -> int:
         .select_from(Task)
         .where(Task.state == LEASED, Task.kind == sql_literal(TaskKind.DOWNLOAD), Task.site == site)
     )
+
+
+def record_test(
+    session: Session,
+    site: str,
+    *,
+    client_id: int,
+    passed: bool,
+    checks: list[dict],
+    sites: SiteRegistry,
+    now: datetime | None = None,
+) -> datetime:
+    """A node's health test of ``site``: the last one is kept (and shown in /stats and the report)."""
+    now = now or utcnow()
+    if site not in sites:
+        raise NotFound(f"no site {site[:100]!r}; known: {', '.join(sites.names()) or 'none'}")
+    session.execute(dialect_insert(session, SiteState).values(name=site, updated_at=now).on_conflict_do_nothing())
+    session.execute(
+        update(SiteState)
+        .where(SiteState.name == site)
+        .values(test_at=now, test_client_id=client_id, test_passed=passed, test_checks=checks, updated_at=now)
+    )
+    session.commit()
+    return now
+
+
+def last_tests(session: Session) -> dict[str, dict]:
+    """Each tested site's last test: when, by which node, passed, and the checks that failed."""
+    from .models import ApiKey
+
+    rows = session.execute(
+        select(SiteState.name, SiteState.test_at, SiteState.test_passed, SiteState.test_checks, ApiKey.name)
+        .outerjoin(ApiKey, ApiKey.id == SiteState.test_client_id)
+        .where(SiteState.test_at.is_not(None))
+    ).all()
+    return {
+        name: {
+            "at": at.isoformat(),
+            "node": node,
+            "passed": bool(passed),
+            "failed": [check for check in checks or [] if not check.get("passed")],
+        }
+        for name, at, passed, checks, node in rows
+    }

@@ -36,7 +36,10 @@ SETTINGS = {
     "skip_known_hashes",
     "archive_id_pattern",
     "check_every",
+    "test",
 }
+#: What a site's ``test`` may say.
+TEST_SETTINGS = {"url", "query", "min_posts", "sha256", "metadata_keys", "download"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class Site:
     archive_id_pattern: re.Pattern[str] = DEFAULT_ARCHIVE_ID_PATTERN
     #: Seconds between checks of this site's items that name no interval (None: the global one).
     check_every: int | None = None
+    #: A health test (``python -m client test-site``): what to resolve and what it must yield.
+    test: Mapping[str, Any] | None = None
 
     def search_url_for(self, query: str) -> str:
         assert self.search_url is not None
@@ -177,7 +182,41 @@ def _parse_site(name: Any, spec: Any) -> Site:
         _hash_fields(where, spec.get("skip_known_hashes", True)),
         _archive_id_pattern(where, spec.get("archive_id_pattern")),
         _check_every(where, spec.get("check_every")),
+        _test(where, spec.get("test"), search_url),
     )
+
+
+def _test(where: str, spec: Any, search_url: str | None) -> dict[str, Any] | None:
+    """A site test: ``url`` or ``query`` (formatted with the site's search_url), and what it
+    must yield: ``min_posts`` posts (default 1), files with these ``sha256`` among the
+    first ``download`` posts (default 1), ``metadata_keys`` in every found post."""
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping) or set(spec) - TEST_SETTINGS:
+        raise ConfigError(f"{where}.test must be a mapping of {', '.join(sorted(TEST_SETTINGS))}")
+    if ("url" in spec) == ("query" in spec):
+        raise ConfigError(f"{where}.test names a url or a query (one of them)")
+    if "query" in spec:
+        if search_url is None:
+            raise ConfigError(f"{where}.test has a query but the site has no search_url")
+        url = search_url.format(query=urllib.parse.quote(str(spec["query"]), safe=""))
+    else:
+        url = spec["url"]
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.test.url must be an http(s) URL")
+    sha256 = spec.get("sha256", [])
+    keys = spec.get("metadata_keys", [])
+    if not isinstance(sha256, list) or not all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) for v in sha256):
+        raise ConfigError(f"{where}.test.sha256 must be a list of lowercase sha256 digests")
+    if not isinstance(keys, list) or not all(isinstance(v, str) and v for v in keys):
+        raise ConfigError(f"{where}.test.metadata_keys must be a list of names")
+    counts = {}
+    for name, default in (("min_posts", 1), ("download", max(1, len(sha256)))):
+        value = spec.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
+            raise ConfigError(f"{where}.test.{name} must be an integer from 0 to 1000")
+        counts[name] = value
+    return {"url": url, "sha256": list(sha256), "metadata_keys": list(keys), **counts}
 
 
 def _check_every(where: str, setting: Any) -> int | None:

@@ -14,6 +14,7 @@ from .catalogue import archive_totals
 from .database import read_only, utcnow
 from .known import known_counts
 from .models import ApiKey, File, Item, Lease, LeaseState, SiteState, Task
+from .site_state import last_tests
 from .sites import SiteRegistry
 
 RECENT_ERRORS_WINDOW = timedelta(hours=24)
@@ -54,9 +55,11 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
             site_entry["cooldown_until"] = until
             site_entry["cooldown_reason"] = reason
         site_entry["paused_at"] = paused_at
+    tests = last_tests(session)
     for name, entry in per_site.items():
         entry.setdefault("cooldown_until", None)
         entry.setdefault("paused_at", None)
+        entry["last_test"] = tests.get(name)
         entry["in_flight"] = entry["tasks"].get(TaskKind.DOWNLOAD, {}).get(TaskState.LEASED, 0)
         configured = sites.get(name)
         entry["configured"] = configured is not None
@@ -146,8 +149,14 @@ def public_part(stats: dict[str, Any]) -> dict[str, Any]:
     """What anyone may see: counts. Not who the nodes are, their versions, or error texts."""
     public = {key: value for key, value in stats.items() if key not in ("clients", "recent_errors")}
     public["sites"] = {
-        name: {key: value for key, value in site.items() if key != "cooldown_reason"}
+        name: {key: value for key, value in site.items() if key not in ("cooldown_reason", "last_test")}
+        | {"last_test": _outcome_only(site.get("last_test"))}
         for name, site in stats["sites"].items()
     }
     public["detail"] = "counts"
     return public
+
+
+def _outcome_only(test: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A site test without who ran it or why it failed (the reasons name URLs)."""
+    return None if test is None else {"at": test["at"], "passed": test["passed"]}

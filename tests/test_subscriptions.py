@@ -462,3 +462,60 @@ def test_the_report_lists_what_needs_a_look_and_exits_1(node, session, runner, c
 
     later = build_report(session, sites=context.sites(), policy=context.policy(), now=now + timedelta(hours=3))
     assert [row["key"] for row in later.sections["overdue"].rows] == ["cats"]
+
+
+# -------------------------------------------------------------- site tests
+
+
+def test_a_site_test_is_described_to_nodes_and_its_outcome_kept(app_factory):
+    sites = {
+        **TEST_SITES,
+        "booru": {**TEST_SITES["booru"], "test": {"query": "cats", "min_posts": 2, "metadata_keys": ["md5"]}},
+    }
+    app = app_factory(SITES=sites)
+    client = app.test_client()
+    from tests.helpers import Actions
+
+    actions = Actions(app, client)
+    [booru] = [site for site in client.get("/sites", headers=actions.headers()).get_json() if site["name"] == "booru"]
+    assert booru["test"] == {
+        "url": "http://booru.test/post?tags=cats",
+        "min_posts": 2,
+        "download": 1,
+        "sha256": [],
+        "metadata_keys": ["md5"],
+    }
+    checks = [{"name": "found 1 post(s), at least 2 wanted", "passed": False, "detail": ""}]
+    answer = client.post(
+        "/sites/booru/test-results", json={"passed": False, "checks": checks}, headers=actions.headers()
+    )
+    assert answer.status_code == 200 and answer.get_json()["passed"] is False
+    stats = client.get("/stats", headers=actions.headers()).get_json()
+    assert stats["sites"]["booru"]["last_test"]["node"] == "node1"
+    assert stats["sites"]["booru"]["last_test"]["failed"] == checks
+    public = client.get("/stats").get_json()
+    assert set(public["sites"]["booru"]["last_test"]) == {"at", "passed"}  # not who, not why
+    bad = client.post("/sites/nowhere/test-results", json={"passed": True, "checks": []}, headers=actions.headers())
+    assert bad.status_code == 404
+    bad = client.post("/sites/booru/test-results", json={"passed": "yes", "checks": []}, headers=actions.headers())
+    assert bad.status_code == 400 and "passed" in bad.get_json()["errors"]["json"]
+
+
+@pytest.mark.parametrize(
+    ("test", "problem"),
+    [
+        ({"query": "x", "url": "http://booru.test/"}, "names a url or a query"),
+        ({}, "names a url or a query"),
+        ({"url": "ftp://booru.test/"}, "must be an http"),
+        ({"query": "x", "sha256": ["abc"]}, "sha256 must be a list"),
+        ({"query": "x", "min_posts": -1}, "min_posts must be an integer"),
+        ({"query": "x", "colour": "red"}, "must be a mapping of"),
+    ],
+)
+def test_a_bad_site_test_stops_the_coordinator_at_start(app_config, test, problem):
+    from common.settings import ConfigError
+    from server import create_app
+
+    sites = {**TEST_SITES, "booru": {**TEST_SITES["booru"], "test": test}}
+    with pytest.raises(ConfigError, match=problem):
+        create_app({**app_config, "SITES": sites})

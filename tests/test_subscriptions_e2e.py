@@ -97,3 +97,61 @@ def test_pause_holds_a_subscription_back_and_checks_survive_a_restart(fleet, tmp
     check_now(fleet)
     checks = item(fleet, "growing")["checks"]
     assert len(checks) == 2 and checks[0]["new_posts"] == 2
+
+
+# ------------------------------------------------------------- site tests
+
+
+@pytest.fixture
+def tested_fleet(demo_site, tmp_path):
+    """A fleet whose demo site has a health test: artist_2's posts, with md5 metadata, and
+    the newest one's file."""
+    from demo.catalog import Catalog
+
+    requests.post(demo_site.url + "/_counter/reset", timeout=10)
+    fleet = Fleet.start(demo_site, tmp_path, f"sqlite:///{tmp_path / 'coordinator.sqlite3'}")
+    fleet.coordinator.stop()
+    catalog = Catalog()
+    newest = catalog.search(["artist_2"])[0]
+    sites = demo_sites(demo_site.url)
+    sites["demo"]["test"] = {
+        "query": "artist_2",
+        "min_posts": 30,
+        "metadata_keys": ["md5", "tags"],
+        "download": 1,
+        "sha256": [catalog.sha256(newest)],
+    }
+    fleet.coordinator = start_coordinator(fleet.database_url, sites, tmp_path, workers=2, **FAST_RETRIES)
+    yield fleet
+    fleet.stop()
+
+
+def test_site_tests_pass_on_a_healthy_site_and_fail_with_the_reason(tested_fleet, tmp_path):
+    fleet = tested_fleet
+    dest = tmp_path / "node-dest"
+    healthy = fleet.client("test-site", "demo", env={"FETCHFLEET_DEST": str(dest)})
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    lines = healthy.stdout.splitlines()
+    assert lines[0] == "ok   demo: found 30 post(s), at least 30 wanted" and lines[-1] == "1 of 1 site test(s) passed"
+    assert "ok   demo: downloaded 1 of 1 post(s)" in lines and any("a file with sha256" in line for line in lines)
+    assert not dest.exists() or not any(dest.rglob("*"))  # nothing in the node's DEST
+    last = fleet.stats()["sites"]["demo"]["last_test"]
+    assert last["passed"] and last["node"] == "node1" and last["failed"] == []
+
+    requests.post(fleet.site.url + "/_break?mode=wrong", timeout=10)
+    wrong = fleet.client("test-site", "--all")
+    assert wrong.returncode == 1
+    assert "FAIL demo: a file with sha256" in wrong.stdout and "not among the files downloaded" in wrong.stdout
+
+    requests.post(fleet.site.url + "/_break?mode=500", timeout=10)
+    down = fleet.client("test-site", "demo")
+    assert down.returncode == 1 and "FAIL demo: resolve" in down.stdout and "500" in down.stdout, down.stdout
+    last = fleet.stats()["sites"]["demo"]["last_test"]
+    assert not last["passed"] and "500" in last["failed"][0]["detail"]
+    report = fleet.admin("GET", "/report")
+    assert report["sections"]["failing_site_tests"]["count"] == 1
+
+    unknown = fleet.client("test-site", "nowhere")
+    assert unknown.returncode == 2 and unknown.stderr.strip().startswith("error: the coordinator has no site 'nowhere'")
+    untested = fleet.client("test-site", "demotube")
+    assert untested.returncode == 2 and "has no test" in untested.stderr

@@ -5,6 +5,7 @@ and sites paused by an operator.
 - the ``scheduled`` state (a subscription waiting for its next check) has its own partial
   index, outside the queue indexes; ``paused`` tasks are indexed by item;
 - items.paused_at, site_states.paused_at;
+- site_states.test_*: the last health test of a site a node ran;
 - tasks.gone_at / gone_check_id: a downloaded post a full check no longer found;
 - checks: one row per check of a metadata task.
 
@@ -37,6 +38,10 @@ def upgrade():
     op.add_column("tasks", sa.Column("gone_at", When))
     op.add_column("tasks", sa.Column("gone_check_id", BigId))
     op.add_column("site_states", sa.Column("paused_at", When))
+    op.add_column("site_states", sa.Column("test_at", When))
+    op.add_column("site_states", sa.Column("test_client_id", sa.Integer()))
+    op.add_column("site_states", sa.Column("test_passed", sa.Boolean()))
+    op.add_column("site_states", sa.Column("test_checks", sa.JSON()))
     op.create_index("ix_tasks_scheduled", "tasks", ["available_at"], **_where("state = 'scheduled'"))
     op.create_index("ix_tasks_paused", "tasks", ["item_id"], **_where("state = 'paused'"))
     op.create_index("ix_tasks_gone", "tasks", ["gone_at"], **_where("gone_at IS NOT NULL"))
@@ -66,7 +71,8 @@ def downgrade():
     op.drop_index("ix_tasks_gone", table_name="tasks")
     op.drop_index("ix_tasks_paused", table_name="tasks")
     op.drop_index("ix_tasks_scheduled", table_name="tasks")
-    op.drop_column("site_states", "paused_at")
+    for column in ("test_checks", "test_passed", "test_client_id", "test_at", "paused_at"):
+        op.drop_column("site_states", column)
     op.drop_column("tasks", "gone_check_id")
     op.drop_column("tasks", "gone_at")
     op.drop_column("tasks", "check_count")
