@@ -4,7 +4,9 @@ exactly (no approximate index: what it answers equals a brute-force comparison).
 Why a scan: a vectorized XOR + popcount reads 8 bytes per hash and keeps up with memory
 bandwidth; a tree (BK, VP) over random 64-bit hashes visits most nodes at the distances
 people search (8-12) and is slower, and PostgreSQL's own scan converts and compares row
-by row. The scan walks fixed-size blocks so its temporaries stay in cache.
+by row. Multi-index hashing is faster at small distances but holds a table per chunk
+of the hash: two to four times the memory per file, in every worker. The scan walks
+fixed-size blocks so its temporaries stay in cache.
 
 Why it stays correct with several workers and hosts: the ``files`` table is the one
 truth and is append-only. Each process keeps the hashes of ids it has read and, at most
