@@ -80,23 +80,7 @@ def fill(url: str, count: int, *, priorities: int = 1, seed: int = 0) -> None:
         + (stamp,) * 3
         for n in range(start, start + count)
     )
-    raw = engine.raw_connection()
-    try:
-        if sqlite:
-            raw.cursor().executemany(
-                f"INSERT INTO tasks ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", rows
-            )
-        else:
-            with raw.cursor() as cursor, cursor.copy(f"COPY tasks ({', '.join(COLUMNS)}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-        raw.commit()
-    finally:
-        raw.close()
-    if not sqlite:
-        with engine.begin() as connection:
-            connection.execute(text("ANALYZE tasks"))
-    engine.dispose()
+    _write_rows(engine, [("tasks", COLUMNS, rows)])
 
 
 def fill_subscriptions(url: str, subscriptions: int, *, queued: int, seed: int = 0) -> None:
@@ -136,28 +120,54 @@ def fill_subscriptions(url: str, subscriptions: int, *, queued: int, seed: int =
                 stamp(now),
             )
         )
-    item_columns = "id, key, query, sites, priority, extra, content_hash, state, created_at, updated_at"
-    task_columns = (
-        "kind, site, item_id, url, state, priority, attempts, available_at, check_every, check_count, "
-        "created_at, updated_at"
+    item_columns = (
+        "id",
+        "key",
+        "query",
+        "sites",
+        "priority",
+        "extra",
+        "content_hash",
+        "state",
+        "created_at",
+        "updated_at",
     )
+    task_columns = (
+        "kind",
+        "site",
+        "item_id",
+        "url",
+        "state",
+        "priority",
+        "attempts",
+        "available_at",
+        "check_every",
+        "check_count",
+        "created_at",
+        "updated_at",
+    )
+    _write_rows(engine, [("items", item_columns, items), ("tasks", task_columns, tasks)])
+
+
+def _write_rows(engine, tables) -> None:
+    """(table, columns, rows) in one transaction, as fast as each backend takes them
+    (SQLite's executemany, PostgreSQL's COPY), then fresh planner statistics."""
+    sqlite = engine.dialect.name == "sqlite"
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        if sqlite:
-            cursor.executemany(f"INSERT INTO items ({item_columns}) VALUES ({', '.join('?' * 10)})", items)
-            cursor.executemany(f"INSERT INTO tasks ({task_columns}) VALUES ({', '.join('?' * 12)})", tasks)
-        else:
-            with cursor.copy(f"COPY items ({item_columns}) FROM STDIN") as copy:
-                for row in items:
-                    copy.write_row(row)
-            with cursor.copy(f"COPY tasks ({task_columns}) FROM STDIN") as copy:
-                for row in tasks:
-                    copy.write_row(row)
+        for table, columns, rows in tables:
+            if sqlite:
+                placeholders = ", ".join("?" * len(columns))
+                cursor.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})", rows)
+            else:
+                with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
         raw.commit()
     finally:
         raw.close()
     if not sqlite:
         with engine.begin() as connection:
-            connection.execute(text("ANALYZE"))
+            connection.execute(text("ANALYZE " + ", ".join(table for table, _, _ in tables)))
     engine.dispose()

@@ -25,9 +25,8 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def measure(url: str, size: int, leases: int) -> dict:
-    fill.prepare(url)
-    fill.fill(url, size, priorities=10)
+def _lease_timings(url: str, leases: int, *, kind: str, site: str | None) -> dict:
+    """p50 / p99 ms of ``leases`` 100-task leases (each released again), 20 warm-up ones excluded."""
     app = create_app({"DATABASE_URL": url, "SITES": fill.SITES})
     timings = []
     with app.app_context():
@@ -38,9 +37,9 @@ def measure(url: str, size: int, leases: int) -> dict:
             grant = lease_tasks(
                 db.session,
                 client=client,
-                kind="download",
+                kind=kind,
                 n=100,
-                site=fill.BENCH_SITE,
+                site=site,
                 sites=context.sites(),
                 policy=context.policy(),
             )
@@ -52,11 +51,16 @@ def measure(url: str, size: int, leases: int) -> dict:
         db.session.remove()
         db.engine.dispose()
     return {
-        "queued": size,
         "p50_ms": round(statistics.median(timings), 3),
         "p99_ms": round(percentile(timings, 0.99), 3),
         "leases": leases,
     }
+
+
+def measure(url: str, size: int, leases: int) -> dict:
+    fill.prepare(url)
+    fill.fill(url, size, priorities=10)
+    return {"queued": size, **_lease_timings(url, leases, kind="download", site=fill.BENCH_SITE)}
 
 
 def subscriptions(url: str, size: int, leases: int, queued: int = 5000) -> dict:
@@ -65,30 +69,7 @@ def subscriptions(url: str, size: int, leases: int, queued: int = 5000) -> dict:
     the lease queues the few that come due and must not walk the rest."""
     fill.prepare(url)
     fill.fill_subscriptions(url, size, queued=queued)
-    app = create_app({"DATABASE_URL": url, "SITES": fill.SITES})
-    timings = []
-    with app.app_context():
-        client = db.session.scalar(select(ApiKey))
-        db.session.commit()
-        for number in range(leases + 20):
-            started = time.perf_counter()
-            grant = lease_tasks(
-                db.session, client=client, kind="metadata", n=100, sites=context.sites(), policy=context.policy()
-            )
-            elapsed = time.perf_counter() - started
-            assert len(grant.tasks) == 100
-            release_lease(db.session, lease_id=grant.lease.id, client=client)
-            if number >= 20:
-                timings.append(elapsed * 1000)
-        db.session.remove()
-        db.engine.dispose()
-    return {
-        "subscriptions": size,
-        "queued": queued,
-        "p50_ms": round(statistics.median(timings), 3),
-        "p99_ms": round(percentile(timings, 0.99), 3),
-        "leases": leases,
-    }
+    return {"subscriptions": size, "queued": queued, **_lease_timings(url, leases, kind="metadata", site=None)}
 
 
 def run(plan, workdir: Path, progress) -> dict:
