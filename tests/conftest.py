@@ -173,3 +173,13 @@ def actions(app, client) -> Actions:
 @pytest.fixture
 def backend(database_url) -> str:
     return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+@pytest.fixture(scope="module")
+def demo_site(tmp_path_factory):
+    """The demo site as its own process, one per test module (tests reset its counter)."""
+    from support.processes import start_demo_site
+
+    site = start_demo_site(tmp_path_factory.mktemp("site"))
+    yield site
+    site.stop()

@@ -13,18 +13,11 @@ import pytest
 import requests
 
 from demo.catalog import Catalog
-from support.processes import REPO_ROOT, start_demo_site
+from support.processes import REPO_ROOT
 from tests.fleet import Fleet
 
 pytestmark = pytest.mark.e2e
 CATALOG = Catalog()
-
-
-@pytest.fixture(scope="module")
-def demo_site(tmp_path_factory):
-    site = start_demo_site(tmp_path_factory.mktemp("site"))
-    yield site
-    site.stop()
 
 
 @pytest.fixture

@@ -38,13 +38,6 @@ clip-4,{root}/media/clip4.webm,,A direct media file,,,videos
 """
 
 
-@pytest.fixture(scope="module")
-def demo_site(tmp_path_factory):
-    site = start_demo_site(tmp_path_factory.mktemp("site"))
-    yield site
-    site.stop()
-
-
 @pytest.fixture
 def site(demo_site):
     requests.post(demo_site.url + "/_counter/reset", timeout=10)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from common.engine_options import Refused, vet_site
-from support.processes import REPO_ROOT, demo_sites, start_demo_site
+from support.processes import REPO_ROOT, demo_sites
 from tests.fake_coordinator import FakeCoordinator
 
 
@@ -159,13 +159,6 @@ def test_site_names_that_are_not_plain_folder_names_are_refused(name):
 
 
 # ------------------------------------------------------------------ a real node
-
-
-@pytest.fixture(scope="module")
-def demo_site(tmp_path_factory):
-    site = start_demo_site(tmp_path_factory.mktemp("site"))
-    yield site
-    site.stop()
 
 
 def run_node(coordinator: FakeCoordinator, dest: Path, tmp_path: Path, *, timeout: float = 180):

@@ -11,18 +11,11 @@ import pytest
 import requests
 
 from demo.catalog import GROWING_AT_START, GROWING_FIRST
-from support.processes import demo_sites, start_coordinator, start_demo_site
+from support.processes import demo_sites, start_coordinator
 from tests.fleet import FAST_RETRIES, Fleet
 
 pytestmark = pytest.mark.e2e
 INTERVAL = 2  # seconds between checks (a real site gets hours)
-
-
-@pytest.fixture(scope="module")
-def demo_site(tmp_path_factory):
-    site = start_demo_site(tmp_path_factory.mktemp("site"))
-    yield site
-    site.stop()
 
 
 @pytest.fixture
