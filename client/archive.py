@@ -2,7 +2,8 @@
 
 A task that comes back to this node (its first result was lost, or an operator requeued
 it) is reported again from this record, without fetching anything, as long as its files
-are still on disk with the recorded sizes. Only the parent process writes it.
+are still on disk with the recorded sizes, or were removed after a verified upload into
+the file store (``kept`` False). Only the parent process writes it.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class Archive:
         self._db.commit()
 
     def lookup(self, site: str, remote_id: str | None) -> list[dict[str, Any]] | None:
-        """The recorded files of a download, if every one is still on disk at its size."""
+        """The recorded files of a download, if every one is still on disk at its size
+        (or lives in the file store only)."""
         if remote_id is None:
             return None
         row = self._db.execute(
@@ -37,6 +39,8 @@ class Archive:
             return None
         files = json.loads(row[0])
         for record in files:
+            if record.get("kept") is False and record.get("store_key"):
+                continue
             path = self.dest / record["path"]
             if not path.is_file() or path.stat().st_size != record["size"]:
                 return None
@@ -50,6 +54,23 @@ class Archive:
             (site, remote_id, json.dumps(files)),
         )
         self._db.commit()
+
+    def note_stored(self, site: str, remote_id: str | None, path: str, store_key: str, *, kept: bool) -> None:
+        """A recorded file went into the file store (and was removed here unless ``kept``)."""
+        if remote_id is None:
+            return
+        row = self._db.execute(
+            "SELECT files FROM downloads WHERE site = ? AND remote_id = ?", (site, remote_id)
+        ).fetchone()
+        if row is None:
+            return
+        files = json.loads(row[0])
+        for record in files:
+            if record["path"] == path:
+                record["store_key"] = store_key
+                if not kept:
+                    record["kept"] = False
+        self.record(site, remote_id, files)
 
     def close(self) -> None:
         self._db.close()

@@ -29,6 +29,7 @@ from .reporting import EXIT_NODE_FAULT
 from .runner import DRAIN, LOOP, ONCE, Runner, Stopper
 from .settings import DEFAULTS, validate, validate_node
 from .storage import remove_abandoned_partials, storage_problem, wait_until_storable
+from .uploads import Uploader
 
 EXIT_UNREACHABLE = 3
 log = logging.getLogger("fetchfleet")
@@ -122,6 +123,7 @@ def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progr
         _fail(str(error), 2)
     stopper = Stopper()
     stopper.install()
+    uploader = None
     if kind == TaskKind.DOWNLOAD:
         dest = Path(dest or settings["DEST"])
         try:
@@ -130,8 +132,9 @@ def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progr
             _fail(f"cannot create --dest {dest}: {error.strerror}", 2)
         _wait_for_storage(dest, mode, stopper)
         remove_abandoned_partials(dest)
+        uploader = _uploader(settings, dest)  # before any lease: a store that cannot work stops us here
     coordinator = Coordinator(settings["SERVER_URL"], settings["API_KEY"], timeout=settings["HTTP_TIMEOUT"])
-    work = MetadataWork(open_cache(settings)) if kind == TaskKind.METADATA else DownloadWork(dest)
+    work = MetadataWork(open_cache(settings)) if kind == TaskKind.METADATA else DownloadWork(dest, uploader)
     runner = Runner(
         coordinator,
         work=work,
@@ -152,6 +155,27 @@ def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progr
         coordinator.close()
     click.echo(summary.line())
     return summary.exit_code()
+
+
+def _open_store(settings: dict[str, Any]):
+    """The file store the settings name, checked (exit 2 with one line if it cannot be
+    used: unreachable, no such bucket, credentials refused), or None."""
+    from common.file_store import StoreError, open_store
+
+    try:
+        store = open_store(settings)
+        if store is not None:
+            store.check()
+    except StoreError as error:
+        _fail(str(error), 2)
+    return store
+
+
+def _uploader(settings: dict[str, Any], dest: Path) -> Uploader | None:
+    store = _open_store(settings)
+    if store is None:
+        return None
+    return Uploader(lambda: store, dest, keep_local=settings["KEEP_LOCAL_COPY"])
 
 
 def _wait_for_storage(dest: Path, mode: str | None, stopper: Stopper) -> None:
@@ -206,6 +230,65 @@ def test_site(obj, site, every):
         coordinator.close()
     click.echo(f"{len(names) - failed} of {len(names)} site test(s) passed")
     sys.exit(1 if failed else 0)
+
+
+@main.group()
+def store():
+    """The central file store (FILE_STORE): check it, move an existing archive into it."""
+
+
+@store.command("check")
+@click.pass_obj
+def store_check(obj):
+    """Can this node use the file store? One line: where it is, or what is wrong (exit 2)."""
+    settings = obj["settings"]
+    file_store = _open_store(settings)
+    if file_store is None:
+        _fail("no file store configured (FILE_STORE): files stay under --dest", 2)
+    click.echo(f"ok: {file_store.config.where}")
+
+
+@store.command("upload-existing")
+@click.option("--dest", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Download folder [DEST].")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.pass_obj
+def store_upload_existing(obj, dest, progress):
+    """Upload what this node already holds under --dest (every file with its sidecar) into
+    the file store, and tell the coordinator. Resumable: run it again and nothing is
+    uploaded twice. KEEP_LOCAL_COPY = False removes each local copy once the coordinator
+    knows where it lives now."""
+    from common.file_store import StoreError
+
+    from .upload_existing import upload_existing
+
+    settings = obj["settings"]
+    try:
+        validate_node(settings)
+    except ConfigError as error:
+        _fail(str(error), 2)
+    file_store = _open_store(settings)
+    if file_store is None:
+        _fail("no file store configured (FILE_STORE)", 2)
+    dest = Path(dest or settings["DEST"])
+    if not dest.is_dir():
+        _fail(f"--dest {dest} is not a folder", 2)
+    coordinator = Coordinator(settings["SERVER_URL"], settings["API_KEY"], timeout=settings["HTTP_TIMEOUT"])
+    try:
+        tally = upload_existing(
+            file_store,
+            coordinator,
+            dest,
+            keep_local=settings["KEEP_LOCAL_COPY"],
+            progress=sys.stderr.isatty() if progress is None else progress,
+        )
+    except CoordinatorError as error:
+        _fail(error.message, EXIT_UNREACHABLE if error.status is None or error.fatal else 1)
+    except StoreError as error:  # resumable: what went up is remembered
+        _fail(f"{error} (run it again to go on)", EXIT_NODE_FAULT)
+    finally:
+        coordinator.close()
+    click.echo(tally.line())
+    sys.exit(tally.exit_code())
 
 
 @main.group()

@@ -129,6 +129,10 @@ class Coordinator:
         body = {} if task_ids is None else {"task_ids": task_ids}
         return self._call(self._safe, "POST", f"/leases/{lease_id}/release", json=body)["released"]
 
+    def files_stored(self, files: list[dict]) -> dict:
+        """Tell the coordinator which of this node's files are in the file store now."""
+        return self._call(self._safe, "POST", "/files/stored", json={"files": files})
+
     def submit(self, lease_id: str, results: list[dict]) -> dict:
         """Record results; a 409 (some tasks no longer ours) is an answer, not an error."""
         return self._call(self._safe, "POST", f"/leases/{lease_id}/results", json={"results": results}, ok=(200, 409))

@@ -16,6 +16,7 @@ from common.states import ResultStatus, TaskKind
 from . import worker
 from .archive import Archive
 from .cache import GuardedCache
+from .uploads import UPLOAD_PENDING, Uploader
 
 log = logging.getLogger("fetchfleet")
 
@@ -38,6 +39,18 @@ class KindOfWork:
 
     def lease_ended(self) -> None:
         """Every task of a lease is finished or handed back."""
+
+    def hold(self, task: Task, result: Result) -> None:
+        """A result the node keeps until it can be completed (``UPLOAD_PENDING``)."""
+        raise NotImplementedError
+
+    def completed(self) -> list[tuple[Task, Result]]:
+        """Results held earlier that are complete now (or have failed)."""
+        return []
+
+    def holding_problem(self) -> str | None:
+        """Why held results cannot be completed right now (None: they can, soon)."""
+        return None
 
     def close(self) -> None:
         pass
@@ -86,24 +99,49 @@ class MetadataWork(KindOfWork):
 
 
 class DownloadWork(KindOfWork):
-    """Downloads posts into ``dest``; a post this node already holds is reported from disk."""
+    """Downloads posts into ``dest``; a post this node already holds is reported from disk.
+    With a file store (``uploader``), a post is done once its files are in the store: the
+    jobs upload them, and what could not go up waits in the uploader's backlog."""
 
     kind = TaskKind.DOWNLOAD
 
-    def __init__(self, dest: Path):
+    def __init__(self, dest: Path, uploader: Uploader | None = None):
         self.dest = dest
         self.archive = Archive(dest)
+        self.uploader = uploader
+        if uploader is not None:
+            uploader.start()
 
     def shortcuts(self, tasks: Iterable[Task]) -> dict[int, Result]:
         found = {}
         for task in tasks:
+            if self.uploader is not None and (waiting := self.uploader.backlog.lookup(task)) is not None:
+                found[task["id"]] = _pending(task, waiting)  # downloaded before, not in the store yet
+                continue
             recorded = self.archive.lookup(task["site"], task.get("remote_id"))
-            if recorded is not None:
-                found[task["id"]] = {"task_id": task["id"], "status": ResultStatus.DONE, "files": recorded}
+            if recorded is None:
+                continue
+            done = {"task_id": task["id"], "status": ResultStatus.DONE, "files": recorded}
+            if self.uploader is not None and not all(record.get("store_key") for record in recorded):
+                done = _pending(task, done)  # downloaded before this node had a store
+            found[task["id"]] = done
         return found
 
     def job(self, task: Task) -> tuple[Callable[..., Result], tuple]:
-        return worker.download, (task, str(self.dest))
+        if self.uploader is None:
+            return worker.download, (task, str(self.dest))
+        # While the store is known to be down, jobs leave their files to the backlog at once.
+        store = worker.HOLD if self.uploader.outage else worker.UPLOAD
+        return worker.download, (task, str(self.dest), store)
+
+    def hold(self, task: Task, result: Result) -> None:
+        self.uploader.hold(task, result["result"], result.get("error"))
+
+    def completed(self) -> list[tuple[Task, Result]]:
+        return self.uploader.finished() if self.uploader is not None else []
+
+    def holding_problem(self) -> str | None:
+        return self.uploader.outage if self.uploader is not None else None
 
     def remember(self, task: Task, result: Result) -> None:
         if result["status"] != ResultStatus.DONE:
@@ -114,4 +152,11 @@ class DownloadWork(KindOfWork):
             log.warning("could not note task %s in the node archive: %s", task["id"], error)
 
     def close(self) -> None:
+        if self.uploader is not None:
+            self.uploader.stop()
         self.archive.close()
+
+
+def _pending(task: Task, done: Result) -> Result:
+    """A done download held back until its files are in the store."""
+    return {"task_id": task["id"], "status": UPLOAD_PENDING, "error": None, "result": {**done, "task_id": task["id"]}}

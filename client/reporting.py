@@ -48,6 +48,9 @@ class Summary(Tally):
     retry_after: int | None = None
     #: Set when the node itself could not go on (disk full, read-only --dest).
     node_fault: str | None = None
+    #: Done downloads left waiting for the file store on this node's disk, and why.
+    held: int = 0
+    held_because: str | None = None
 
     def count(self, tally: Tally | None) -> None:
         if tally is None:
@@ -83,15 +86,19 @@ class Summary(Tally):
             parts.append(human_bytes(self.bytes))
             if self.shortcuts:
                 parts.append(f"{self.shortcuts} already on disk")
+        if self.held:
+            parts.append(f"{self.held} waiting on this node for the file store")
         stopped = f"; stopped by {self.stopped_by}" if self.stopped_by else ""
         if self.node_fault:
             stopped += f"; stopped: this node cannot store files ({self.node_fault})"
+        elif self.held and self.held_because:
+            stopped += f"; the file store is unavailable ({self.held_because})"
         return f"{what}: {', '.join(parts)} in {elapsed:.1f}s ({self.leases} lease(s)){stopped}"
 
     def exit_code(self) -> int:
         if self.stopped_by:
             return 128 + getattr(signal, self.stopped_by).value
-        if self.node_fault:
+        if self.node_fault or self.held:
             return EXIT_NODE_FAULT
         if self.failed or self.refused or self.undelivered:
             return 1

@@ -31,6 +31,7 @@ from .pool import WorkerPool
 from .reporting import ResultSender, Summary
 from .storage import wait_until_storable
 from .trust import SiteVetting
+from .uploads import UPLOAD_PENDING
 
 log = logging.getLogger("fetchfleet")
 
@@ -117,6 +118,9 @@ class Runner:
         self.vetting = SiteVetting()
         self.active: dict[str, ActiveLease] = {}
         self.pending: dict[Future, tuple[dict, ActiveLease]] = {}
+        #: Tasks of live leases that are done but held on the node (files waiting for the
+        #: file store), by task id: reported when the work says they are complete.
+        self.held: dict[int, tuple[dict, ActiveLease]] = {}
         #: Why this node cannot store files right now (None: it can).
         self.fault: str | None = None
         self.faults_in_a_row = 0
@@ -149,6 +153,9 @@ class Runner:
                     self._lease_more()
                 elif self.pending:
                     self._collect_some()
+                elif self._waiting_for_held():
+                    self.stopper.graceful.wait(0.2)
+                    self._collect_some()
                 else:
                     self._close_finished()
                     if not self.more:
@@ -157,6 +164,9 @@ class Runner:
             if self.stopper.hard.is_set():
                 self._kill_pool()
         finally:
+            if self.held:  # the file store is down: they stay in the node's backlog, released here
+                self.summary.held = len(self.held)
+                self.summary.held_because = self.work.holding_problem()
             self._end_all()
             self._deliver_backlog()
             self.summary.undelivered += sum(len(sender.buffer) for sender in self.backlog)
@@ -175,6 +185,13 @@ class Runner:
             self._stopping = True
             self.more = False
             self._cancel_waiting()
+
+    def _waiting_for_held(self) -> bool:
+        """Held tasks are waited for while they can complete soon; a --loop node also waits
+        through a store outage (it keeps downloading meanwhile), a one-off run does not."""
+        if not self.held:
+            return False
+        return (self.mode == LOOP and not self._stopping) or self.work.holding_problem() is None
 
     def _lease_more(self) -> None:
         self._deliver_backlog()
@@ -298,9 +315,18 @@ class Runner:
                 self._worker_died(task, active, exc)
                 continue
             self._finish(task, result, active, fresh=True)
+        self._collect_held()
         self._close_finished()
         for active in self.active.values():
             self.summary.count(active.sender.flush_if_due())
+
+    def _collect_held(self) -> None:
+        for task, result in self.work.completed():
+            owner = self.held.pop(task["id"], None)
+            if owner is not None:
+                self._finish(owner[0], result, owner[1], fresh=True)
+            elif result["status"] == ResultStatus.DONE:  # held by an earlier run: answered when it comes back
+                self.work.remember(task, result)
 
     def _worker_died(self, task: dict, active: ActiveLease, exc: BaseException) -> None:
         """A worker died (out of memory?) or could not start: every pending task fails like
@@ -312,6 +338,10 @@ class Runner:
     def _finish(self, task: dict, result: dict, active: ActiveLease, fresh: bool = False) -> None:
         if result["status"] == worker.NODE_FAULT:  # stays unfinished: released, never charged
             self._fail_node(result["error"])
+            return
+        if result["status"] == UPLOAD_PENDING:  # stays unfinished until its files are in the store
+            self.held[task["id"]] = (task, active)
+            self.work.hold(task, result)
             return
         if fresh:
             self.work.remember(task, result)
@@ -330,6 +360,8 @@ class Runner:
     def _end(self, active: ActiveLease) -> None:
         """Deliver what the lease produced and hand back what it did not do."""
         del self.active[active.id]
+        for task_id in active.unfinished:
+            self.held.pop(task_id, None)
         self.work.lease_ended()
         self.summary.count(active.sender.flush())
         if not active.sender.delivered:

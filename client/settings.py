@@ -29,6 +29,15 @@ DEFAULTS: dict[str, Any] = {
     "NODE_NAME": None,
     # Seconds to wait for the coordinator before giving up on one request (retried).
     "HTTP_TIMEOUT": 30,
+    # The central file store: None keeps files under --dest only; "s3://bucket/prefix"
+    # uploads each file once, content-addressed, into that S3-compatible bucket (the
+    # endpoint URL for SeaweedFS, MinIO, Ceph...; None for AWS). Credentials: boto3's
+    # usual AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or ~/.aws/credentials, never here.
+    "FILE_STORE": None,
+    "FILE_STORE_ENDPOINT": None,
+    "FILE_STORE_REGION": None,
+    # With a file store: keep the local copy after a verified upload (False: delete it).
+    "KEEP_LOCAL_COPY": True,
 }
 
 
@@ -58,3 +67,8 @@ def validate(settings: dict[str, Any]) -> None:
         raise ConfigError(f"GALLERY_DL_CONFIG names a file that does not exist: {gallery_dl_config}")
     if not isinstance(settings.get("YT_DLP_OPTIONS") or {}, dict):
         raise ConfigError("YT_DLP_OPTIONS must be a mapping of yt-dlp options")
+    if not isinstance(settings.get("KEEP_LOCAL_COPY"), bool):
+        raise ConfigError(f"KEEP_LOCAL_COPY must be True or False, got {settings.get('KEEP_LOCAL_COPY')!r}")
+    from common.file_store import parse_config
+
+    parse_config(settings)

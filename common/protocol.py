@@ -81,7 +81,7 @@ class CheckOrder(TypedDict):
 
 
 class FileRecord(TypedDict):
-    """A file a node keeps, relative to its ``--dest``."""
+    """A file a node downloaded, relative to its ``--dest``."""
 
     path: str
     size: int
@@ -91,6 +91,10 @@ class FileRecord(TypedDict):
     mime: str | None
     phash: str | None
     dhash: str | None
+    #: Since 0.3, with a file store: its object, ``<prefix>/sha256/ab/cd/<sha256>``.
+    store_key: NotRequired[str]
+    #: Since 0.3: False when the node removed its copy after a verified upload.
+    kept: NotRequired[bool]
 
 
 class FoundPost(TypedDict):

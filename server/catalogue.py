@@ -230,6 +230,8 @@ FILE_COLUMNS = (
     FILES.c.mime,
     FILES.c.phash,
     FILES.c.dhash,
+    FILES.c.store_key,
+    FILES.c.on_node,
     FILES.c.created_at,
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 from flask import Flask, current_app
@@ -15,6 +16,7 @@ from . import context
 from .auth import create_key, list_keys, revoke_key
 from .errors import FetchfleetError
 from .extensions import db
+from .schemas import MAX_ID
 
 
 def init_app(app: Flask) -> None:
@@ -435,6 +437,35 @@ def files_show_command(file_id):
         click.echo(json.dumps(get_file(db.session, file_id), default=str, indent=2))
     except FetchfleetError as error:
         _fail(error)
+
+
+@files_group.command("fetch")
+@click.argument("file_ids", metavar="ID...", type=click.IntRange(1, MAX_ID), nargs=-1, required=True)
+@click.option(
+    "--to", "folder", type=click.Path(file_okay=False, path_type=Path), required=True, help="Write them here."
+)
+def files_fetch_command(file_ids, folder):
+    """Copy files out of the file store into a folder (named as on their node, sha256 checked
+    on the way). Prints each path written; exit 1 if one is unknown or not in the store."""
+    from common.file_store import StoreError, safe_filename
+
+    from .file_store import locate, store
+
+    folder.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for file_id in file_ids:
+        try:
+            content = locate(db.session, file_id)
+            target = folder / safe_filename(content.filename)
+            if target.exists():  # two files of one name in one fetch, or fetched before
+                target = folder / f"{file_id}-{safe_filename(content.filename)}"
+            store().fetch_to(content.key, content.file["sha256"], target)
+        except (FetchfleetError, StoreError) as error:
+            click.echo(f"error: file {file_id}: {getattr(error, 'message', error)}", err=True)
+            failed += 1
+            continue
+        click.echo(str(target))
+    sys.exit(1 if failed else 0)
 
 
 @click.command("duplicates")

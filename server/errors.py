@@ -71,6 +71,12 @@ class ClientTooOld(FetchfleetError):
     status_code = 426
 
 
+class Unavailable(FetchfleetError):
+    """Something the coordinator depends on (the file store) does not answer right now."""
+
+    status_code = 503
+
+
 def summarize(errors: Mapping[str, Any]) -> str:
     """One readable line out of nested marshmallow messages: ``json.n: Must be ...``."""
     lines: list[str] = []

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import case, exists, select, update
 from sqlalchemy.orm import Session
 
+from common.file_store import is_object_key
 from common.protocol import MAX_BATCH, MIN_BATCH
 from common.states import FailureClass, ResultStatus, TaskKind, TaskState
 
@@ -548,6 +549,11 @@ def _check_result(index: int, result: Mapping[str, Any], kind: str, sites: SiteR
     if kind == TaskKind.DOWNLOAD:
         if not result.get("files"):
             raise InvalidInput.at([*where, "files"], "a done download lists at least one file")
+        for position, record in enumerate(result["files"]):
+            if "store_key" in record and not is_object_key(record["store_key"], record["sha256"].lower()):
+                raise InvalidInput.at([*where, "files", position, "store_key"], "is not the object of this sha256")
+            if record.get("kept") is False and "store_key" not in record:
+                raise InvalidInput.at([*where, "files", position, "kept"], "a file not kept must be in the file store")
         return
     if result.get("found") is None:
         raise InvalidInput.at([*where, "found"], "a done metadata result lists what was found (an empty list: nothing)")

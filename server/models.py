@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from common.states import ItemState, LeaseState, TaskState
@@ -181,7 +181,8 @@ class SiteState(db.Model):
 
 
 class File(db.Model):
-    """A file a node downloaded and keeps under its ``--dest``: where, how big, which hashes."""
+    """A file a node downloaded: where it lives (the node's ``--dest`` and/or the central
+    file store), how big, which hashes."""
 
     __tablename__ = "files"
 
@@ -198,6 +199,10 @@ class File(db.Model):
     mime: Mapped[str | None] = mapped_column(String(100))
     phash: Mapped[str | None] = mapped_column(String(16))
     dhash: Mapped[str | None] = mapped_column(String(16))
+    #: Its object in the file store (content-addressed by sha256), since 0006; None: only on the node.
+    store_key: Mapped[str | None] = mapped_column(Text)
+    #: Does the node still keep it at ``path``? (False: removed after a verified upload.)
+    on_node: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (

@@ -8,6 +8,7 @@ from datetime import UTC
 import marshmallow as ma
 from marshmallow import fields, validate
 
+from common.file_store import is_object_key
 from common.protocol import MAX_BATCH, MIN_BATCH, UNSTORABLE_TEXT
 from common.states import FailureClass, ItemState, ResultStatus, TaskKind, TaskState
 
@@ -192,6 +193,37 @@ class FileRecordSchema(StrictSchema):
     mime = fields.String(validate=validate.Length(max=100), allow_none=True)
     phash = fields.String(validate=_HEX16, allow_none=True)
     dhash = fields.String(validate=_HEX16, allow_none=True)
+    store_key = fields.String(
+        validate=validate.Length(1, 1024),
+        metadata={"description": "since 0.3: its object in the file store, <prefix>/sha256/ab/cd/<sha256>"},
+    )
+    kept = fields.Boolean(
+        metadata={"description": "since 0.3: false when the node removed its copy after a verified upload"}
+    )
+
+    @ma.validates_schema
+    def _stored_where_it_says(self, data, **kwargs):
+        if "store_key" in data and "sha256" in data and not is_object_key(data["store_key"], data["sha256"].lower()):
+            raise ma.ValidationError("is not the file store object of this sha256", field_name="store_key")
+        if data.get("kept") is False and "store_key" not in data:
+            raise ma.ValidationError("a file the node did not keep must be in the file store", field_name="kept")
+
+
+class StoredFileSchema(StrictSchema):
+    task_id = fields.Integer(required=True, strict=True, validate=_ID)
+    path = fields.String(required=True, validate=[validate.Length(1, 4000), _RELATIVE_PATH])
+    sha256 = fields.String(required=True, validate=_HEX64)
+    store_key = fields.String(required=True, validate=validate.Length(1, 1024))
+    kept = fields.Boolean(load_default=True, metadata={"description": "false: the node removed its copy"})
+
+
+class StoredFilesSchema(StrictSchema):
+    files = fields.List(fields.Nested(StoredFileSchema), required=True, validate=validate.Length(1, 1000))
+
+
+class StoredAnswerSchema(ma.Schema):
+    recorded = fields.Integer(metadata={"description": "file records of this node that now name their object"})
+    unknown = fields.Integer(metadata={"description": "files this node never reported (nothing changed)"})
 
 
 class ResultSchema(StrictSchema):
@@ -493,6 +525,10 @@ class CatalogueFileSchema(ma.Schema):
     mime = fields.String(allow_none=True)
     phash = fields.String(allow_none=True)
     dhash = fields.String(allow_none=True)
+    store_key = fields.String(
+        allow_none=True, metadata={"description": "its object in the file store (GET /files/<id>/content); null: none"}
+    )
+    on_node = fields.Boolean(metadata={"description": "the node still keeps it at path"})
     created_at = fields.AwareDateTime()
 
 

@@ -53,6 +53,17 @@ DEFAULTS: dict[str, Any] = {
     # Reverse image search: a process reads files recorded elsewhere (other workers, other
     # hosts) at most this many seconds before answering.
     "SIMILAR_REFRESH_SECONDS": 1.0,
+    # The central file store the nodes upload into (see the nodes' settings of the same
+    # names): the coordinator reads from it for GET /files/<id>/content and files fetch,
+    # with this host's own credentials (boto3's usual environment or ~/.aws/credentials).
+    "FILE_STORE": None,
+    "FILE_STORE_ENDPOINT": None,
+    "FILE_STORE_REGION": None,
+    # GET /files/<id>/content: "redirect" to a presigned URL of the store (callers reach
+    # the store themselves), or "stream" the bytes through the coordinator (they cannot).
+    "FILE_STORE_SERVE": "redirect",
+    # How long a presigned URL stays valid.
+    "FILE_STORE_URL_SECONDS": 300,
 }
 
 _POSITIVE_INTS = (
@@ -72,6 +83,7 @@ _POSITIVE_INTS = (
     "MAX_KNOWN_UPLOAD_BYTES",
     "STOP_AFTER_KNOWN",
     "FULL_CHECK_EVERY",
+    "FILE_STORE_URL_SECONDS",
 )
 
 
@@ -90,6 +102,11 @@ def validate(settings: dict[str, Any]) -> None:
     refresh = settings.get("SIMILAR_REFRESH_SECONDS")
     if isinstance(refresh, bool) or not isinstance(refresh, int | float) or not 0 <= refresh <= 3600:
         raise ConfigError(f"SIMILAR_REFRESH_SECONDS must be a number of seconds from 0 to 3600, got {refresh!r}")
+    from common.file_store import parse_config
+
+    parse_config(settings)
+    if settings.get("FILE_STORE_SERVE") not in ("redirect", "stream"):
+        raise ConfigError(f"FILE_STORE_SERVE must be 'redirect' or 'stream', got {settings.get('FILE_STORE_SERVE')!r}")
     if not isinstance(settings.get("DATABASE_URL"), str) or not settings["DATABASE_URL"]:
         raise ConfigError("DATABASE_URL must be a SQLAlchemy database URL")
     minimum = settings.get("MIN_CLIENT_VERSION")

@@ -98,6 +98,8 @@ def file_rows(task_id: int, client_id: int, records, now: datetime) -> list[dict
             "mime": record.get("mime"),
             "phash": record.get("phash"),
             "dhash": record.get("dhash"),
+            "store_key": record.get("store_key"),
+            "on_node": record.get("kept", True),
             "created_at": now,
         }
         for record in records

@@ -183,3 +183,32 @@ def demo_site(tmp_path_factory):
     site = start_demo_site(tmp_path_factory.mktemp("site"))
     yield site
     site.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory):
+    """A real SeaweedFS serving S3 on loopback, one per test run. Skipped, saying why, when
+    it cannot start here, unless REQUIRE_S3=1 (as in CI), which makes that a failure."""
+    from support.seaweedfs import SeaweedFS, seaweedfs_problem
+
+    problem = seaweedfs_problem()
+    store = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    if problem is None:
+        try:
+            store.start()
+        except RuntimeError as error:
+            problem = f"SeaweedFS did not start: {str(error)[:500]}"
+    if problem is not None:
+        if os.environ.get("REQUIRE_S3") == "1":
+            pytest.fail(f"REQUIRE_S3=1 but {problem}")
+        pytest.skip(problem)
+    yield store
+    store.stop()
+
+
+@pytest.fixture
+def bucket(seaweedfs) -> str:
+    """A new, empty bucket of the test's own."""
+    if not seaweedfs.alive():  # a test that stopped the store (and failed before restarting it)
+        seaweedfs.start()
+    return seaweedfs.create_bucket(f"t-{uuid.uuid4().hex[:16]}")

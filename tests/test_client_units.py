@@ -5,6 +5,7 @@ that answers what each test needs (real HTTP on loopback, served from a thread).
 from __future__ import annotations
 
 import errno
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -14,6 +15,7 @@ import pytest
 from client.coordinator import Coordinator
 from client.engines.base import classify_http, clean_text, json_safe, node_fault_of, parse_retry_after
 from client.heartbeat import Heartbeat
+from client.kinds import KindOfWork
 from client.reporting import ResultSender, Summary, human_bytes
 from client.trust import SiteVetting, url_refusal
 from tests.fake_coordinator import FakeCoordinator
@@ -165,8 +167,10 @@ class ThreadPool:
     kill = close
 
 
-class ScriptedWork:
-    """A kind of work whose job answers from a script: task id -> result status."""
+class ScriptedWork(KindOfWork):
+    """A kind of work whose job answers from a script: task id -> result status. "held":
+    done, but its files wait for the file store until ``uploaded`` is set; ``outage`` says
+    the store cannot be reached meanwhile."""
 
     kind = "download"
 
@@ -175,6 +179,9 @@ class ScriptedWork:
         self.dest = dest
         self.remembered: list[int] = []
         self.ended = 0
+        self.held: dict[int, dict] = {}
+        self.uploaded = threading.Event()
+        self.outage: str | None = None
 
     def shortcuts(self, tasks):
         return {}
@@ -188,6 +195,9 @@ class ScriptedWork:
             return {"task_id": task["id"], "status": "done", "files": [{"path": "s/1", "size": 3}]}
         if answer == "disk full":
             return {"task_id": task["id"], "status": "node_fault", "error": "disk full: [Errno 28]"}
+        if answer == "held":
+            done = {"task_id": task["id"], "status": "done", "files": [{"path": "s/1", "size": 3}]}
+            return {"task_id": task["id"], "status": "upload_pending", "error": "store down", "result": done}
         return {"task_id": task["id"], "status": "failed", "error_class": answer, "error": "HTTP 404"}
 
     def remember(self, task, result):
@@ -195,6 +205,18 @@ class ScriptedWork:
 
     def lease_ended(self):
         self.ended += 1
+
+    def hold(self, task, result):
+        self.held[task["id"]] = (task, result["result"])
+
+    def completed(self):
+        if not self.uploaded.is_set():
+            return []
+        done, self.held = list(self.held.values()), {}
+        return done
+
+    def holding_problem(self):
+        return self.outage
 
     def close(self):
         pass
@@ -240,6 +262,25 @@ def test_a_node_fault_hands_the_lease_back_uncharged_and_a_one_shot_run_exits_4(
         summary = run_runner(fake, work, mode="once")
     assert 1 not in fake.results and 1 in fake.released  # never reported as failed: handed back
     assert summary.node_fault.startswith("disk full") and summary.exit_code() == 4
+
+
+def test_a_download_held_for_the_file_store_is_reported_only_once_uploaded():
+    work = ScriptedWork({1: "held", 2: "done"})
+    threading.Timer(1.0, work.uploaded.set).start()
+    with FakeCoordinator(leases=[lease_of(1, 2)], sites=SITE) as fake:
+        summary = run_runner(fake, work, mode="drain")
+    assert fake.results[1]["status"] == "done" and fake.results[2]["status"] == "done"
+    assert 1 not in fake.released and summary.exit_code() == 0
+
+
+def test_a_one_shot_run_does_not_wait_out_a_store_outage_it_hands_the_held_task_back():
+    work = ScriptedWork({1: "held", 2: "done"})
+    work.outage = "store down"
+    with FakeCoordinator(leases=[lease_of(1, 2)], sites=SITE) as fake:
+        summary = run_runner(fake, work, mode="once")
+    assert 1 not in fake.results and 1 in fake.released and fake.results[2]["status"] == "done"
+    assert summary.held == 1 and summary.exit_code() == 4
+    assert "1 waiting on this node for the file store" in summary.line() and "store down" in summary.line()
 
 
 def test_tasks_of_a_refused_site_fail_without_a_job():

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
-from .. import context
+from flask import Response, current_app, g, redirect
+
+from common.file_store import safe_filename
+
+from .. import context, file_store
 from ..auth import auth_required
 from ..catalogue import (
     exact_duplicates,
@@ -32,6 +36,8 @@ from ..schemas import (
     PausedSchema,
     SimilarListSchema,
     SimilarQuerySchema,
+    StoredAnswerSchema,
+    StoredFilesSchema,
 )
 from . import ApiBlueprint
 
@@ -113,6 +119,42 @@ def file_similar(query):
 def file_detail(file_id):
     """One file record: its task, item, node, path, size and hashes"""
     return get_file(db.session, file_id)
+
+
+@files.route(f"/<int(max={MAX_ID}):file_id>/content", methods=["GET"])
+@auth_required(Role.CLIENT)
+@files.doc(
+    responses={
+        "200": {
+            "description": "The bytes, streamed through the coordinator (FILE_STORE_SERVE = stream)",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        "302": {"description": "A short-lived presigned URL of the file store (FILE_STORE_SERVE = redirect)"},
+        "404": {"description": "No such file, or it is not in the file store (only on its node)"},
+        "503": {"description": "No file store configured, or it does not answer"},
+    }
+)
+def file_content(file_id):
+    """The file's bytes, from the central file store: a redirect to a presigned URL, or streamed"""
+    content = file_store.locate(db.session, file_id)
+    if current_app.config["FILE_STORE_SERVE"] == "redirect":
+        return redirect(file_store.presigned_url(content), 302)
+    chunks, size = file_store.stream(content)
+    headers = {
+        "Content-Length": str(size),
+        "Content-Disposition": f'attachment; filename="{safe_filename(content.filename)}"',
+        "ETag": f'"{content.file["sha256"]}"',
+    }
+    return Response(chunks, mimetype=content.file.get("mime") or "application/octet-stream", headers=headers)
+
+
+@files.route("/stored", methods=["POST"])
+@auth_required(Role.CLIENT)
+@files.arguments(StoredFilesSchema)
+@files.response(200, StoredAnswerSchema)
+def files_stored(body):
+    """A node moved files it reported earlier into the file store (python -m client store upload-existing)"""
+    return file_store.record_stored(db.session, g.client, body["files"])
 
 
 @duplicates.route("", methods=["GET"])
