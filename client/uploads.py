@@ -145,7 +145,7 @@ class Uploader(threading.Thread):
         self._store_factory = store_factory
         self._finished: queue.SimpleQueue[tuple[Task, Result]] = queue.SimpleQueue()
         self._wake = threading.Event()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         #: Why the store cannot be used right now (None: it can, as far as anyone knows).
         self.outage: str | None = None
         self._pause = FIRST_OUTAGE_PAUSE
@@ -172,7 +172,7 @@ class Uploader(threading.Thread):
                 return done
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self._wake.set()
         if self.is_alive():
             self.join(30)
@@ -182,7 +182,7 @@ class Uploader(threading.Thread):
 
     def run(self) -> None:
         store = None
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             entries = list(self.backlog.entries())
             if not entries:
                 self._wake.wait(1.0)
@@ -191,12 +191,12 @@ class Uploader(threading.Thread):
             try:
                 store = store or self._store_factory()
                 for task, result in entries:
-                    if self._stop.is_set():
+                    if self._stopping.is_set():
                         return
                     self._upload(store, task, result)
             except StoreUnavailable as error:
                 self._store_down(str(error))
-                if self._stop.wait(self._pause):
+                if self._stopping.wait(self._pause):
                     return
                 self._pause = min(self._pause * 2, MAX_OUTAGE_PAUSE)
 

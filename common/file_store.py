@@ -329,7 +329,8 @@ class FileStore:
                 "AWS_SECRET_ACCESS_KEY, or a profile in ~/.aws/credentials"
             ) from None
         except BotoCoreError as error:  # connection refused, timed out, dropped
-            raise StoreUnavailable(f"file store unreachable ({self.config.where}): {error}") from None
+            reason = re.sub(r': "[^"]*"', "", str(error))  # the object's URL adds nothing
+            raise StoreUnavailable(f"file store unreachable ({self.config.where}): {reason}") from None
 
     def _classify(self, doing: str, error, key: str | None) -> StoreError:
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0

@@ -107,9 +107,17 @@ def coordinator_env(database_url: str, sites: Mapping, config_path: Path, **sett
 
 
 def start_coordinator(
-    database_url: str, sites: Mapping, workdir: Path, *, workers: int = 4, port: int | None = None, **settings
+    database_url: str,
+    sites: Mapping,
+    workdir: Path,
+    *,
+    workers: int = 4,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    **settings,
 ) -> ServerProcess:
-    """The coordinator as production runs it: gunicorn with several worker processes."""
+    """The coordinator as production runs it: gunicorn with several worker processes.
+    ``env``: more variables (a file store's credentials); ``settings``: FETCHFLEET_* ones."""
     config = workdir / "coordinator_config.py"
     if not config.exists():
         config.write_text("# settings come from FETCHFLEET_* variables\n")
@@ -128,7 +136,7 @@ def start_coordinator(
         url=f"http://127.0.0.1:{port}",
         ready_path="/health",
         log_path=workdir / f"coordinator-{port}.log",
-        env=coordinator_env(database_url, sites, config, **settings),
+        env={**(env or {}), **coordinator_env(database_url, sites, config, **settings)},
     )
 
 

@@ -85,11 +85,7 @@ class CorruptingProxy:
         except OSError:
             return
         finally:
-            for sock in (client, upstream):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _close(client, upstream)
 
     def _pump(self, source: socket.socket, target: socket.socket) -> None:
         try:
@@ -98,8 +94,14 @@ class CorruptingProxy:
         except OSError:
             pass
         finally:
-            for sock in (source, target):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            _close(source, target)
+
+
+def _close(*sockets: socket.socket) -> None:
+    """Both directions end together (closing twice is harmless)."""
+    for sock in sockets:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from support.processes import REPO_ROOT, ServerProcess, demo_sites, start_coordinator
+from support.processes import REPO_ROOT, VENV_BIN, ServerProcess, demo_sites, start_coordinator
 
 #: Short backoffs and few attempts so retries happen within a test.
 FAST_RETRIES = {
@@ -37,7 +37,11 @@ class Fleet:
     env: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, site: ServerProcess, workdir: Path, database_url: str, **settings) -> Fleet:
+    def start(
+        cls, site: ServerProcess, workdir: Path, database_url: str, env: dict[str, str] | None = None, **settings
+    ) -> Fleet:
+        """``env``: variables for the coordinator and every node (a file store's settings and
+        credentials); ``settings``: the coordinator's own."""
         from server import create_app
         from server.auth import create_key
         from server.cli import init_db
@@ -54,10 +58,13 @@ class Fleet:
             keys = {name: create_key(db.session, name) for name in ("node1", "node2")}
             db.session.remove()
             db.engine.dispose()
-        coordinator = start_coordinator(database_url, sites, workdir, workers=2, **{**FAST_RETRIES, **settings})
-        env = {name: value for name, value in os.environ.items() if not name.startswith("FETCHFLEET_")}
-        env["FETCHFLEET_CONFIG"] = str(config)
-        return cls(site, coordinator, workdir, database_url, admin, keys, env)
+        coordinator = start_coordinator(
+            database_url, sites, workdir, workers=2, env=env, **{**FAST_RETRIES, **settings}
+        )
+        node_env = {name: value for name, value in os.environ.items() if not name.startswith("FETCHFLEET_")}
+        node_env["FETCHFLEET_CONFIG"] = str(config)
+        node_env.update(env or {})
+        return cls(site, coordinator, workdir, database_url, admin, keys, node_env)
 
     def stop(self) -> None:
         self.coordinator.stop()
@@ -165,6 +172,17 @@ class Fleet:
             time.sleep(1.2)
         raise AssertionError(f"{kind} still has queued tasks after {rounds} rounds: {self.stats()['tasks']}")
 
+    def flask(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """``flask --app server ARGS`` with the coordinator's settings and environment."""
+        return subprocess.run(
+            [str(VENV_BIN / "flask"), "--app", "server", *args],
+            cwd=REPO_ROOT,
+            env={**os.environ, **self.coordinator.env},
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+
     def files(self) -> list[dict]:
         """Every file record the coordinator holds, from its database."""
         from sqlalchemy import create_engine, text
@@ -174,7 +192,8 @@ class Fleet:
             rows = (
                 connection.execute(
                     text(
-                        "SELECT f.task_id, f.client_id, f.path, f.size, f.sha256, f.mime, f.phash, f.dhash, "
+                        "SELECT f.id, f.task_id, f.client_id, f.path, f.size, f.sha256, f.mime, f.phash, f.dhash, "
+                        "f.store_key, f.on_node, "
                         "t.remote_id, t.site FROM files f JOIN tasks t ON t.id = f.task_id ORDER BY f.task_id"
                     )
                 )
