@@ -3,6 +3,8 @@
 Starts the demo site and a coordinator (gunicorn, SQLite), imports an example inventory,
 runs the metadata client and the download clients with progress bars, prints /stats,
 and stops everything it started. Results stay in ``demo-output/`` to look at.
+
+``--store``: files go into a local SeaweedFS (S3) instead of staying on the node.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import requests
 
 from support.processes import REPO_ROOT, demo_sites, start_coordinator, start_demo_site
 
+DEMO_BUCKET = "fetchfleet-demo"
 #: Short backoffs so the demo shows a failed task coming back and succeeding.
 DEMO_SETTINGS = {
     "RETRY_BACKOFF_SECONDS": 2,
@@ -50,6 +53,19 @@ def run(args: list[str], env: dict[str, str], check: bool = True, echo: bool = T
     return completed
 
 
+def _show_the_store(seaweedfs, workdir: Path, env: dict[str, str]) -> None:
+    step("what is in the file store (content-addressed: one object per distinct file, a sidecar per post)")
+    objects = seaweedfs.objects(DEMO_BUCKET)
+    sidecars = [key for key in objects if key.endswith(".json")]
+    size = sum(size for key, size in objects.items() if not key.endswith(".json"))
+    click.echo(
+        f"{len(objects) - len(sidecars)} objects ({size / 1e6:.1f} MB) and {len(sidecars)} sidecars in the bucket"
+    )
+    click.echo(f"e.g. {sorted(sidecars)[0] if sidecars else '-'}")
+    click.echo("flask --app server files fetch 1 --to fetched/ (read back from the store, sha256 checked):")
+    run(["-m", "flask", "--app", "server", "files", "fetch", "1", "--to", str(workdir / "fetched")], env)
+
+
 def _stop_on_sigterm(signum, frame):
     raise KeyboardInterrupt  # run the cleanup in main's finally, as for Ctrl-C
 
@@ -64,7 +80,12 @@ def _stop_on_sigterm(signum, frame):
 )
 @click.option("--jobs", type=click.IntRange(1, 16), default=4, show_default=True, help="Download worker processes.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def main(workdir: Path, jobs: int, progress: bool) -> None:
+@click.option(
+    "--store",
+    is_flag=True,
+    help="Upload every file into a local SeaweedFS (the central file store) and keep no local copies.",
+)
+def main(workdir: Path, jobs: int, progress: bool, store: bool) -> None:
     """Run the whole fetchfleet loop against the bundled demo site."""
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
@@ -79,6 +100,17 @@ def main(workdir: Path, jobs: int, progress: bool) -> None:
         servers.append(site)
         click.echo(f"demo site: {site.url}", err=True)
 
+        store_env: dict[str, str] = {}
+        if store:
+            step("starting the file store (SeaweedFS, S3 API on loopback)")
+            from support.seaweedfs import SeaweedFS
+
+            seaweedfs = SeaweedFS(workdir / "logs").start()
+            servers.append(seaweedfs)
+            seaweedfs.create_bucket(DEMO_BUCKET)
+            store_env = seaweedfs.env(DEMO_BUCKET, "demo")
+            click.echo(f"file store: s3://{DEMO_BUCKET}/demo at {seaweedfs.s3_url}", err=True)
+
         config = workdir / "config.py"
         sites = demo_sites(site.url)
         database = f"sqlite:///{workdir / 'fetchfleet.sqlite3'}"
@@ -89,6 +121,10 @@ def main(workdir: Path, jobs: int, progress: bool) -> None:
             "DEST": str(dest),
             "GALLERY_DL_CONFIG": "",
         }
+        if store:  # credentials stay in the environment, never in a settings file
+            settings["FILE_STORE"] = store_env.pop("FETCHFLEET_FILE_STORE")
+            settings["FILE_STORE_ENDPOINT"] = store_env.pop("FETCHFLEET_FILE_STORE_ENDPOINT")
+            settings["KEEP_LOCAL_COPY"] = False
         config.write_text("".join(f"{name} = {value!r}\n" for name, value in settings.items()))
         env = {**os.environ, "FETCHFLEET_CONFIG": str(config)}
         env = {
@@ -96,6 +132,7 @@ def main(workdir: Path, jobs: int, progress: bool) -> None:
             for name, value in env.items()
             if not name.startswith("FETCHFLEET_") or name == "FETCHFLEET_CONFIG"
         }
+        env.update(store_env)
 
         step("creating the database and keys")
         run(["init_db.py"], env, echo=False)
@@ -108,8 +145,9 @@ def main(workdir: Path, jobs: int, progress: bool) -> None:
         run(["-m", "flask", "--app", "server", "import-csv", str(inventory)], env)
 
         step("starting the coordinator (gunicorn, 2 workers, SQLite)")
+        store_settings = {k: settings[k] for k in ("FILE_STORE", "FILE_STORE_ENDPOINT") if k in settings}
         coordinator = start_coordinator(
-            database, sites, workdir / "logs", workers=2, **{k: v for k, v in DEMO_SETTINGS.items()}
+            database, sites, workdir / "logs", workers=2, env=store_env, **DEMO_SETTINGS, **store_settings
         )
         servers.append(coordinator)
         click.echo(f"coordinator: {coordinator.url}", err=True)
@@ -146,6 +184,8 @@ def main(workdir: Path, jobs: int, progress: bool) -> None:
         sidecars = [path for path in dest.rglob("*.json")]
         size = sum(path.stat().st_size for path in files)
         click.echo(f"{len(files)} files ({size / 1e6:.1f} MB) and {len(sidecars)} sidecars under {dest}")
+        if store:
+            _show_the_store(seaweedfs, workdir, env)
         click.echo("dead tasks (flask --app server tasks list):")
         run(["-m", "flask", "--app", "server", "tasks", "list"], env)
 

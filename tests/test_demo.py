@@ -47,3 +47,29 @@ def test_the_one_command_demo(tmp_path):
     for port in ports:
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", int(port))) != 0
+
+
+def test_the_demo_into_the_file_store(tmp_path, seaweedfs):
+    """``make demo DEMO_ARGS=--store``: every file goes into a local SeaweedFS, none stays on disk."""
+    from support.seaweedfs import weed_binary
+
+    env = {"PATH": f"{weed_binary().parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "demo", "--store", "--no-progress", "--workdir", str(tmp_path / "out")],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
+    done = stats["tasks"]["download"]["done"]
+    assert f"{done} objects" in result.stdout and f"and {done} sidecars in the bucket" in result.stdout
+    assert "0 files (0.0 MB) and 0 sidecars under" in result.stdout
+    [fetched] = (tmp_path / "out" / "fetched").iterdir()
+    assert str(fetched) in result.stdout and fetched.stat().st_size > 0
+    ports = re.findall(r"file store: s3://\S+ at http://127\.0\.0\.1:(\d+)", result.stderr)
+    assert len(ports) == 1, result.stderr
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", int(ports[0]))) != 0
