@@ -28,9 +28,9 @@ import click
 
 from support.processes import REPO_ROOT
 
-from . import catalogue, memory, pipeline, report, scaling, throughput
+from . import catalogue, file_store, memory, pipeline, report, scaling, throughput
 
-SECTIONS = ("throughput", "scaling", "pipeline", "memory", "catalogue")
+SECTIONS = ("throughput", "scaling", "pipeline", "memory", "catalogue", "file_store")
 
 
 @dataclass
@@ -57,6 +57,7 @@ class Plan:
     endpoint_requests: int = 200
     lookup_sizes: tuple[int, ...] = (10_000, 1_000_000)
     known_rounds: int = 30
+    store_pairs: int = 2  # interleaved runs with the file store off, then on
     quiet_seconds: float = 120  # longest wait for an idle machine before in-process timings
     extra: dict = field(default_factory=dict)
 
@@ -79,6 +80,7 @@ SMOKE = Plan(
     endpoint_requests=10,
     lookup_sizes=(1_000, 5_000),
     known_rounds=4,
+    store_pairs=1,
     quiet_seconds=2,
 )
 
@@ -164,6 +166,7 @@ def _run(smoke: bool, only: tuple[str, ...], keep_workdir: bool) -> dict:
                 "pipeline": pipeline,
                 "memory": memory,
                 "catalogue": catalogue,
+                "file_store": file_store,
             }[name]
             progress(f"== {name}")
             section_dir = workdir / name

@@ -123,6 +123,16 @@ def targets(results: dict) -> list[dict[str, Any]]:
             pipeline["client_8_vs_gallery_dl_8"] >= 0.9,
         )
     _catalogue_targets(results.get("catalogue"), add)
+    store = results.get("file_store")
+    if store:
+        add(
+            f"client --jobs {store['jobs']}, file store on / off ({store['files']:,} files)",
+            store["on_vs_off"],
+            ">= 0.80",
+            store["on_vs_off"] >= 0.8,
+        )
+        received = store["second_node"]["store_received_bytes"]
+        add("the same files from a second node: bytes the store received", received, "0", received == 0)
     return rows
 
 
@@ -180,6 +190,38 @@ def _catalogue_targets(catalogue: dict | None, add) -> None:
             "<= 1.5",
             row["ratio"] <= 1.5,
         )
+
+
+def _file_store_table(store: dict | None) -> list[str]:
+    if not store:
+        return []
+    lines = [
+        "",
+        f"## File store: {store['files']:,} posts, --jobs {store['jobs']}, "
+        f"{store['latency_seconds'] * 1000:.0f} ms added to every site request",
+        "",
+        "Into `--dest` only (off) and also into a real SeaweedFS (on: a HEAD, the file with its SHA-256, its "
+        "sidecar), interleaved, each run on a fresh `--dest` and a fresh prefix of the bucket. *received*: bytes "
+        "the store counted for the bucket during the run.",
+        "",
+        "| run | store | seconds | files/s | files | received MB |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for mode in ("off", "on"):
+        for number, run in enumerate(store["runs"][mode], start=1):
+            lines.append(
+                f"| {number} | {mode} | {run['seconds']:.1f} | {run['files_per_second']:.1f} | {run['files']:,} | "
+                f"{run['store_received_bytes'] / 1e6:.2f} |"
+            )
+    second = store["second_node"]
+    lines += [
+        "",
+        f"Median files/s: off {store['store_off_files_per_second']:.1f}, on {store['store_on_files_per_second']:.1f} "
+        f"({store['on_vs_off']:.0%}). A second node fetching the same posts into the prefix the last run filled: "
+        f"{second['seconds']:.1f} s, the store received {second['store_received_bytes']:.0f} bytes, objects "
+        f"{second['objects_before']:,} before and {second['objects_after']:,} after.",
+    ]
+    return lines
 
 
 def _against_floor(
@@ -447,6 +489,7 @@ def markdown(results: dict) -> str:
         ]
 
     lines += _catalogue_tables(results.get("catalogue"))
+    lines += _file_store_table(results.get("file_store"))
 
     memory = results.get("memory")
     pipeline_memory = (results.get("pipeline") or {}).get("client_8", {}).get("peak_rss_bytes")

@@ -39,7 +39,7 @@ def require_redis() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make bench / make test install it)")
-def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
+def test_smoke_run_produces_every_figure(tmp_path, postgres_url, seaweedfs):
     require_redis()
     readme_before = (REPO_ROOT / "README.md").read_text()
     result = _bench("--smoke", "--output", str(tmp_path), timeout=900)
@@ -83,7 +83,12 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
         (backend, size) for backend in ("sqlite", "postgresql") for size in (1_000, 5_000)
     ]
     assert all(row["ratio"] > 0 for row in catalogue["skip_known"])
-    assert len(data["targets"]) == 21 and all(row["measured"] is not None for row in data["targets"])
+    store = data["file_store"]
+    assert [len(store["runs"][mode]) for mode in ("off", "on")] == [1, 1]
+    assert all(run["files"] == store["files"] for mode in ("off", "on") for run in store["runs"][mode])
+    assert store["runs"]["off"][0]["store_received_bytes"] == 0 < store["runs"]["on"][0]["store_received_bytes"]
+    assert store["second_node"]["objects_after"] == store["second_node"]["objects_before"] == 2 * store["files"]
+    assert len(data["targets"]) == 23 and all(row["measured"] is not None for row in data["targets"])
     table = (tmp_path / "latest.md").read_text()
     for heading in (
         "## Targets",
@@ -93,6 +98,7 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url):
         "## Memory",
         "## Near-duplicate search",
         "## Catalogue lookups",
+        "## File store",
     ):
         assert heading in table
     assert "## What bounds it" in table and "CPU ms per 100-task cycle" in table

@@ -1,0 +1,118 @@
+"""The demo pipeline with the central file store on and off: 1,000 demo posts (50 ms
+added to every request), ``python -m client download --jobs 8`` from a real coordinator
+(gunicorn, SQLite), into ``--dest`` only, or also into a real SeaweedFS (each file
+uploaded with its SHA-256, and its sidecar). Off and on are interleaved, each on a fresh
+``--dest`` and a fresh prefix of the bucket, so every "on" run uploads everything.
+
+Then dedup: a second node fetches the same 1,000 posts again into the prefix the last
+run filled; what the store received for the bucket (its own Prometheus counter) is the
+figure, and it should not move.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from support.processes import REPO_ROOT, demo_sites, start_coordinator, start_demo_site
+from support.seaweedfs import SeaweedFS
+
+from . import fill
+from .pipeline import _add_download_tasks, _count, _requeue, _warm
+
+BUCKET = "fetchfleet-bench"
+
+
+def _run_client(coordinator, key: str, dest: Path, env: dict, jobs: int) -> dict:
+    command = [
+        sys.executable,
+        "-m",
+        "client",
+        "--server",
+        coordinator.url,
+        "--key",
+        key,
+        "download",
+        "demo",
+        "100",
+        "--drain",
+        "--jobs",
+        str(jobs),
+        "--dest",
+        str(dest),
+        "--no-progress",
+    ]
+    started = time.perf_counter()
+    run = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    elapsed = time.perf_counter() - started
+    return {"seconds": round(elapsed, 2), "exit_code": run.returncode, "summary": run.stdout.strip()[-300:]}
+
+
+def run(plan, workdir: Path, progress) -> dict:
+    from demo.catalog import Catalog
+
+    site = start_demo_site(workdir, posts=plan.files, latency=plan.latency, image_size=plan.image_size)
+    store = SeaweedFS(workdir / "seaweedfs")
+    (workdir / "seaweedfs").mkdir()
+    servers = [site]
+    try:
+        _warm(site.url, Catalog(plan.files, plan.image_size), plan.files)
+        store.start()
+        servers.append(store)
+        store.create_bucket(BUCKET)
+        url = f"sqlite:///{workdir / 'file_store.sqlite3'}"
+        key = fill.prepare(url)
+        second_key = fill.prepare(url)  # another node's key
+        _add_download_tasks(url, [f"{site.url}/post/show/{number}" for number in range(1, plan.files + 1)])
+        coordinator = start_coordinator(url, demo_sites(site.url), workdir, workers=2)
+        servers.append(coordinator)
+        base = {
+            **{name: value for name, value in os.environ.items() if not name.startswith("FETCHFLEET_")},
+            "FETCHFLEET_CONFIG": str(workdir / "coordinator_config.py"),
+            "FETCHFLEET_GALLERY_DL_CONFIG": '""',
+        }
+        jobs = 8
+        runs: dict[str, list[dict]] = {"off": [], "on": []}
+        prefix = None
+        for number in range(1, plan.store_pairs + 1):
+            for mode in ("off", "on"):
+                env = dict(base)
+                if mode == "on":
+                    prefix = f"run-{number}"
+                    env.update(store.env(BUCKET, prefix))
+                dest = workdir / f"dest-{mode}-{number}"
+                received = store.received_bytes(BUCKET)
+                result = _run_client(coordinator, key, dest, env, jobs)
+                result["files"], result["bytes"] = _count(dest)
+                result["store_received_bytes"] = store.received_bytes(BUCKET) - received
+                result["files_per_second"] = round(plan.files / result["seconds"], 2)
+                runs[mode].append(result)
+                progress(f"store {mode}, --jobs {jobs}: {result['files_per_second']} files/s ({result['summary']})")
+                _requeue(url)
+        objects = [key for key in store.objects(BUCKET) if key.startswith(f"{prefix}/")]
+        received = store.received_bytes(BUCKET)
+        env = {**base, **store.env(BUCKET, prefix)}
+        dedup = _run_client(coordinator, second_key, workdir / "dest-second-node", env, jobs)
+        dedup["store_received_bytes"] = store.received_bytes(BUCKET) - received
+        dedup["objects_after"] = len([key for key in store.objects(BUCKET) if key.startswith(f"{prefix}/")])
+        dedup["objects_before"] = len(objects)
+        progress(f"a second node, same files: the store received {dedup['store_received_bytes']:.0f} bytes")
+        off = statistics.median(r["files_per_second"] for r in runs["off"])
+        on = statistics.median(r["files_per_second"] for r in runs["on"])
+        return {
+            "files": plan.files,
+            "jobs": jobs,
+            "latency_seconds": plan.latency,
+            "runs": runs,
+            "store_off_files_per_second": off,
+            "store_on_files_per_second": on,
+            "on_vs_off": round(on / off, 3),
+            "second_node": dedup,
+        }
+    finally:
+        for server in reversed(servers):
+            server.stop()
