@@ -175,7 +175,7 @@ def _uploader(settings: dict[str, Any], dest: Path) -> Uploader | None:
     store = _open_store(settings)
     if store is None:
         return None
-    return Uploader(lambda: store, dest, keep_local=settings["KEEP_LOCAL_COPY"])
+    return Uploader(store, dest, keep_local=settings["KEEP_LOCAL_COPY"])
 
 
 def _wait_for_storage(dest: Path, mode: str | None, stopper: Stopper) -> None:

@@ -40,6 +40,11 @@ class KindOfWork:
     def lease_ended(self) -> None:
         """Every task of a lease is finished or handed back."""
 
+    def settle(self, task: Task, result: Result) -> Result:
+        """What a worker's result becomes before it is reported: ``UPLOAD_PENDING`` holds it
+        on the node (see ``hold``); most results go out as they are."""
+        return result
+
     def hold(self, task: Task, result: Result) -> None:
         """A result the node keeps until it can be completed (``UPLOAD_PENDING``)."""
         raise NotImplementedError
@@ -100,8 +105,8 @@ class MetadataWork(KindOfWork):
 
 class DownloadWork(KindOfWork):
     """Downloads posts into ``dest``; a post this node already holds is reported from disk.
-    With a file store (``uploader``), a post is done once its files are in the store: the
-    jobs upload them, and what could not go up waits in the uploader's backlog."""
+    With a file store (``uploader``), a post is done once its files are in the store: each
+    done download is held in the uploader's backlog until they are."""
 
     kind = TaskKind.DOWNLOAD
 
@@ -128,14 +133,17 @@ class DownloadWork(KindOfWork):
         return found
 
     def job(self, task: Task) -> tuple[Callable[..., Result], tuple]:
-        if self.uploader is None:
-            return worker.download, (task, str(self.dest))
-        # While the store is known to be down, jobs leave their files to the backlog at once.
-        store = worker.HOLD if self.uploader.outage else worker.UPLOAD
-        return worker.download, (task, str(self.dest), store)
+        return worker.download, (task, str(self.dest))
+
+    def settle(self, task: Task, result: Result) -> Result:
+        if self.uploader is None or result["status"] != ResultStatus.DONE:
+            return result
+        if all(record.get("store_key") for record in result["files"]):
+            return result  # uploaded
+        return _pending(task, result)
 
     def hold(self, task: Task, result: Result) -> None:
-        self.uploader.hold(task, result["result"], result.get("error"))
+        self.uploader.hold(task, result["result"])
 
     def completed(self) -> list[tuple[Task, Result]]:
         return self.uploader.finished() if self.uploader is not None else []
@@ -159,4 +167,4 @@ class DownloadWork(KindOfWork):
 
 def _pending(task: Task, done: Result) -> Result:
     """A done download held back until its files are in the store."""
-    return {"task_id": task["id"], "status": UPLOAD_PENDING, "error": None, "result": {**done, "task_id": task["id"]}}
+    return {"task_id": task["id"], "status": UPLOAD_PENDING, "result": {**done, "task_id": task["id"]}}

@@ -22,10 +22,9 @@ from . import worker
 PRELOAD = ["client.worker", "client.hashing", "gallery_dl.job", "numpy", "PIL.Image", "imagehash", "scipy.fftpack"]
 
 
-def _context(settings: dict[str, Any], sites: dict[str, dict[str, Any]]):
+def _context(sites: dict[str, dict[str, Any]]):
     context = multiprocessing.get_context("forkserver")
     extra = ["yt_dlp"] if any(site.get("engine") == "yt-dlp" for site in sites.values()) else []
-    extra += ["boto3", "botocore.session"] if settings.get("FILE_STORE") else []
     context.set_forkserver_preload(PRELOAD + extra)  # no effect once this process's forkserver runs
     return context
 
@@ -36,7 +35,7 @@ class WorkerPool:
         self.sites = sites
         self._executor = ProcessPoolExecutor(
             max_workers=jobs,
-            mp_context=_context(settings, sites),
+            mp_context=_context(sites),
             initializer=worker.initialize,
             initargs=(settings, sites, os.getpid()),
         )

@@ -339,6 +339,8 @@ class Runner:
         if result["status"] == worker.NODE_FAULT:  # stays unfinished: released, never charged
             self._fail_node(result["error"])
             return
+        if fresh:
+            result = self.work.settle(task, result)
         if result["status"] == UPLOAD_PENDING:  # stays unfinished until its files are in the store
             self.held[task["id"]] = (task, active)
             self.work.hold(task, result)

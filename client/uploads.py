@@ -1,11 +1,12 @@
 """Finished downloads into the central file store (``FILE_STORE``), and what waits for it.
 
-A download job uploads its own files (in its worker process, beside the download), so
-the store costs no extra pass. When the store cannot be reached, the job's files stay
-in ``--dest`` and its result waits in an upload backlog on disk
-(``DEST/.fetchfleet/uploads.sqlite3``); the task is reported ``done`` only once every
-file is in the store. The :class:`Uploader` thread of the node process works that
-backlog off when the store is back, also after a restart: nothing is lost in between.
+Every done download of a node with a store goes through one upload backlog on disk
+(``DEST/.fetchfleet/uploads.sqlite3``) before it is reported: the :class:`Uploader`'s
+threads (one boto3 client in the node process, off the download workers' path, so a
+worker starts its next download at once) put its files and sidecars into the store,
+and only then is the task reported ``done``. When the store cannot be reached, the
+files stay in ``--dest``, the backlog grows and is worked off when the store is back,
+also after a restart: nothing is lost in between.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ log = logging.getLogger("fetchfleet")
 
 #: A result status that stays on the node: downloaded, waiting for the store.
 UPLOAD_PENDING = "upload_pending"
+#: Uploads at once (threads sharing one client): the work is mostly waiting on the store.
+UPLOAD_THREADS = 4
 #: A store that refused the bytes (changed in flight) is asked again after these pauses.
 REJECTED_PAUSES = (0.5, 1.0, 2.0)
 #: How long the uploader waits before asking an unreachable store again (doubling).
@@ -78,7 +81,7 @@ def upload_with_retries(
 
 class UploadBacklog:
     """Done downloads whose files are not in the store yet, on disk: they outlive the node
-    process. One row per post; shared by the runner and the uploader thread."""
+    process. One row per post; shared by the runner and the uploader's threads."""
 
     def __init__(self, dest: Path):
         folder = dest / ".fetchfleet"
@@ -87,6 +90,7 @@ class UploadBacklog:
         self._lock = threading.Lock()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # survives the process, not a power cut
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS waiting (site TEXT NOT NULL, post TEXT NOT NULL, task TEXT NOT NULL, "
                 "result TEXT NOT NULL, added_at REAL NOT NULL, PRIMARY KEY (site, post))"
@@ -132,34 +136,41 @@ class UploadBacklog:
             self._db.close()
 
 
-class Uploader(threading.Thread):
-    """Works off the upload backlog in the node process: one post at a time, asking an
-    unreachable store again with backoff, saying once per outage that it is down and
-    once that it is back. What it finishes comes out of :meth:`finished`."""
+class Uploader:
+    """Works off the upload backlog in the node process, a few posts at a time: asks an
+    unreachable store again with backoff, says once per outage that it is down and once
+    that it is back. What it finishes comes out of :meth:`finished`."""
 
-    def __init__(self, store_factory: Callable[[], FileStore], dest: Path, *, keep_local: bool):
-        super().__init__(name="uploader", daemon=True)
+    def __init__(self, store: FileStore, dest: Path, *, keep_local: bool, threads: int = UPLOAD_THREADS):
+        self.store = store
         self.dest = dest
         self.keep_local = keep_local
         self.backlog = UploadBacklog(dest)
-        self._store_factory = store_factory
+        self._queue: queue.Queue[tuple[Task, Result] | None] = queue.Queue()
+        self._queued: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
         self._finished: queue.SimpleQueue[tuple[Task, Result]] = queue.SimpleQueue()
-        self._wake = threading.Event()
         self._stopping = threading.Event()
         #: Why the store cannot be used right now (None: it can, as far as anyone knows).
         self.outage: str | None = None
         self._pause = FIRST_OUTAGE_PAUSE
-        if len(self.backlog):
-            log.warning("%d finished download(s) from an earlier run wait for the file store", len(self.backlog))
+        self._threads = [threading.Thread(target=self._work, name=f"uploader-{n}", daemon=True) for n in range(threads)]
+        earlier = list(self.backlog.entries())
+        if earlier:
+            log.warning("%d finished download(s) from an earlier run wait for the file store", len(earlier))
+        for task, result in earlier:
+            self._enqueue(task, result)
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
 
     # -------------------------------------------------------- the runner's side
 
-    def hold(self, task: Task, result: Result, reason: str | None) -> None:
-        """A done download whose files could not go to the store: it waits, on disk."""
-        self.backlog.add(task, result)
-        if reason is not None:
-            self._store_down(reason)
-        self._wake.set()
+    def hold(self, task: Task, result: Result) -> None:
+        """A done download whose files must go to the store before it is reported."""
+        self.backlog.add(task, result)  # first on disk: from here on nothing is lost
+        self._enqueue(task, result)
 
     def finished(self) -> list[tuple[Task, Result]]:
         """Results the uploader completed since the last call: done (files in the store),
@@ -173,58 +184,67 @@ class Uploader(threading.Thread):
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wake.set()
-        if self.is_alive():
-            self.join(30)
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(30)
         self.backlog.close()
+        self.store.close()
 
-    # ------------------------------------------------------------ its own loop
+    # ------------------------------------------------------------ its threads
 
-    def run(self) -> None:
-        store = None
+    def _enqueue(self, task: Task, result: Result) -> None:
+        post = (task["site"], UploadBacklog._post(task))
+        with self._lock:
+            if post in self._queued:
+                return
+            self._queued.add(post)
+        self._queue.put((task, result))
+
+    def _work(self) -> None:
         while not self._stopping.is_set():
-            entries = list(self.backlog.entries())
-            if not entries:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
+            entry = self._queue.get()
+            if entry is None:
+                return
+            task, result = entry
             try:
-                store = store or self._store_factory()
-                for task, result in entries:
-                    if self._stopping.is_set():
-                        return
-                    self._upload(store, task, result)
+                answer = self._upload(task, result)
             except StoreUnavailable as error:
                 self._store_down(str(error))
-                if self._stopping.wait(self._pause):
-                    return
+                self._stopping.wait(self._pause)
                 self._pause = min(self._pause * 2, MAX_OUTAGE_PAUSE)
+                self._queue.put(entry)  # stays queued (and on disk): asked again after the pause
+                continue
+            self.backlog.remove(task)
+            with self._lock:
+                self._queued.discard((task["site"], UploadBacklog._post(task)))
+            self._finished.put((task, answer))
 
-    def _upload(self, store: FileStore, task: Task, result: Result) -> None:
+    def _upload(self, task: Task, result: Result) -> Result:
+        """The done result with its files' store keys, or a transient failure when the store
+        kept refusing the bytes or the files cannot be read (removed from --dest meanwhile)."""
         try:
-            files = upload_with_retries(store, self.dest, task, result["files"], keep_local=self.keep_local)
-        except StoreRejected as refusal:
-            answer = {"task_id": task["id"], "status": "failed", "error_class": "transient", "error": str(refusal)}
-        except FileNotFoundError as missing:  # removed from --dest while it waited
-            answer = {"task_id": task["id"], "status": "failed", "error_class": "transient", "error": str(missing)}
-        else:
-            answer = {**result, "files": files}
-            self._store_up()
-        self.backlog.remove(task)
-        self._finished.put((task, answer))
+            files = upload_with_retries(self.store, self.dest, task, result["files"], keep_local=self.keep_local)
+        except (StoreRejected, OSError) as problem:
+            return {"task_id": task["id"], "status": "failed", "error_class": "transient", "error": str(problem)[:500]}
+        self._store_up()
+        return {**result, "task_id": task["id"], "files": files}
 
     def _store_down(self, reason: str) -> None:
-        if self.outage is None:
-            log.warning(
-                "%s; finished downloads wait in %s and are reported once uploaded (%d waiting)",
-                reason,
-                self.dest,
-                len(self.backlog),
-            )
-        self.outage = reason
+        with self._lock:
+            if self.outage is None:
+                log.warning(
+                    "%s; finished downloads wait in %s and are reported once uploaded (%d waiting)",
+                    reason,
+                    self.dest,
+                    len(self.backlog),
+                )
+            self.outage = reason
 
     def _store_up(self) -> None:
-        if self.outage is not None:
-            log.warning("the file store is reachable again: uploading %d waiting download(s)", len(self.backlog))
-        self.outage = None
-        self._pause = FIRST_OUTAGE_PAUSE
+        with self._lock:
+            if self.outage is not None:
+                log.warning("the file store is reachable again: uploading %d waiting download(s)", len(self.backlog))
+            self.outage = None
+            self._pause = FIRST_OUTAGE_PAUSE

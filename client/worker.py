@@ -22,7 +22,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from common.file_store import FileStore, StoreRejected, StoreUnavailable, open_store
 from common.protocol import LeasedTask, Result
 from common.sites import is_site_name
 from common.states import FailureClass, ResultStatus
@@ -32,7 +31,6 @@ from .engines.base import NodeFault, StopAtKnown, node_fault_of
 from .hashing import describe_file
 from .sidecar import write_sidecar
 from .storage import PARTIAL_DIR
-from .uploads import UPLOAD_PENDING, upload_with_retries
 
 #: A result status that stays on the node: the task is handed back, not charged.
 NODE_FAULT = "node_fault"
@@ -42,11 +40,6 @@ _job_numbers = itertools.count(1)
 _settings: dict[str, Any] = {}
 _sites: dict[str, dict[str, Any]] = {}
 _engines: dict[str, Engine] = {}
-_stores: list[FileStore] = []
-
-#: What a download job does with the file store: there is none; upload into it; or leave
-#: the files for the node's upload backlog (the store is known to be down right now).
-NO_STORE, UPLOAD, HOLD = "no-store", "upload", "hold"
 
 
 def initialize(settings: dict[str, Any], sites: dict[str, dict[str, Any]], node_pid: int | None = None) -> None:
@@ -68,7 +61,6 @@ def initialize(settings: dict[str, Any], sites: dict[str, dict[str, Any]], node_
     _sites.clear()
     _sites.update(sites)
     _engines.clear()
-    _stores.clear()
 
 
 def _die_with(node_pid: int | None) -> None:
@@ -110,12 +102,6 @@ def _engine_for(site: str) -> Engine:
     return _engines[name]
 
 
-def _store() -> FileStore:
-    if not _stores:
-        _stores.append(open_store(_settings))
-    return _stores[0]
-
-
 def resolve(task: LeasedTask) -> Result:
     """A metadata task: what exists at ``task['url']`` on ``task['site']``."""
     try:
@@ -136,10 +122,8 @@ def resolve(task: LeasedTask) -> Result:
     return result
 
 
-def download(task: LeasedTask, dest: str, store: str = NO_STORE) -> Result:
-    """A download task: fetch into ``dest/<site>/``, hash, write sidecars, list the files;
-    with a file store, upload them (``store``: ``UPLOAD``) or leave them for the node's
-    upload backlog (``HOLD``, or when the store cannot be reached).
+def download(task: LeasedTask, dest: str) -> Result:
+    """A download task: fetch into ``dest/<site>/``, hash, write sidecars, list the files.
 
     Unfinished files live in a folder of this job's own, removed however the job ends:
     a failure leaves no ``.part`` behind.
@@ -163,17 +147,6 @@ def download(task: LeasedTask, dest: str, store: str = NO_STORE) -> Result:
             info = describe_file(path)
             write_sidecar(path, task=task, file_info=info, metadata=item.metadata)
             files.append({"path": relative, **info})
-        done = {"task_id": task["id"], "status": ResultStatus.DONE, "files": files}
-        if store == HOLD:
-            return {"task_id": task["id"], "status": UPLOAD_PENDING, "error": None, "result": done}
-        if store == UPLOAD:
-            keep = _settings.get("KEEP_LOCAL_COPY", True)
-            try:
-                done["files"] = upload_with_retries(_store(), root, task, files, keep_local=keep)
-            except StoreUnavailable as error:
-                return {"task_id": task["id"], "status": UPLOAD_PENDING, "error": str(error), "result": done}
-            except StoreRejected as refusal:
-                raise Failure(FailureClass.TRANSIENT, str(refusal)) from None
     except Failure as failure:
         return failure.as_result(task["id"])
     except NodeFault as fault:
@@ -184,7 +157,7 @@ def download(task: LeasedTask, dest: str, store: str = NO_STORE) -> Result:
         return _unexpected(task, exc)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return done
+    return {"task_id": task["id"], "status": ResultStatus.DONE, "files": files}
 
 
 def node_fault(task: dict[str, Any], fault: NodeFault) -> dict[str, Any]:

@@ -156,6 +156,7 @@ class FileStore:
                 read_timeout=timeout,
                 retries={"max_attempts": 3, "mode": "standard"},
                 request_checksum_calculation="when_required",
+                parameter_validation=False,
                 response_checksum_validation="when_required",
             ),
         )
