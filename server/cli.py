@@ -212,7 +212,20 @@ def _emit(rows, as_json: bool, columns: tuple[str, ...]) -> None:
             click.echo("\t".join("" if row.get(name) is None else str(row[name]) for name in columns))
 
 
-FILE_COLUMNS = ("id", "site", "remote_id", "item", "node", "path", "size", "sha256", "md5", "mime", "phash")
+FILE_COLUMNS = (
+    "id",
+    "site",
+    "remote_id",
+    "item",
+    "node",
+    "path",
+    "size",
+    "sha256",
+    "md5",
+    "mime",
+    "phash",
+    "store_key",
+)
 
 
 @click.group("items", cls=AppGroup)
@@ -354,7 +367,8 @@ def files_group():
 @click.option("--limit", type=click.IntRange(1, 1_000_000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def files_find_command(sha256, md5, site, node, item, mime, since, until, limit, as_json):
-    """File records, tab-separated: id, site, remote id, item, node, path, size, sha256, md5, mime, phash."""
+    """File records, tab-separated: id, site, remote id, item, node, path, size, sha256, md5, mime, phash,
+    store key (empty: only on its node)."""
     from datetime import UTC
 
     from .catalogue import list_files
