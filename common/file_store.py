@@ -286,30 +286,27 @@ class FileStore:
 
     def fetch_to(self, key: str, sha256: str, target: Path) -> int:
         """Write the object to ``target`` (atomically), checking its sha256 on the way."""
+        from botocore.exceptions import BotoCoreError
+
         chunks, _ = self.open(key)
         temporary = target.with_name(target.name + ".part")
         digest = hashlib.sha256()
         size = 0
         try:
             with open(temporary, "wb") as stream:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    stream.write(chunk)
-                    size += len(chunk)
+                try:
+                    for chunk in chunks:
+                        digest.update(chunk)
+                        stream.write(chunk)
+                        size += len(chunk)
+                except BotoCoreError as error:  # the connection broke off mid-object
+                    raise StoreUnavailable(f"reading {key} from the file store broke off: {error}") from None
             if digest.hexdigest() != sha256:
                 raise StoreError(f"object {key} does not hash to its sha256 (got {digest.hexdigest()[:12]}…)")
             temporary.replace(target)
         finally:
             temporary.unlink(missing_ok=True)
         return size
-
-    def keys(self, prefix: str = "") -> Iterator[tuple[str, int]]:
-        """Every object under the configured prefix (and ``prefix`` below it), with its size."""
-        start = "/".join(part for part in (self.config.prefix, prefix) if part)
-        paginator = self._client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.config.bucket, Prefix=start):
-            for entry in page.get("Contents", ()):
-                yield entry["Key"], entry["Size"]
 
     def close(self) -> None:
         self._client.close()

@@ -13,6 +13,7 @@ import pytest
 from common.file_store import (
     MIN_PART_BYTES,
     FileStore,
+    StoreError,
     StoreRejected,
     StoreUnavailable,
     is_object_key,
@@ -165,3 +166,17 @@ def test_keys_are_content_addressed_and_a_sidecar_key_never_carries_a_sites_text
     assert sidecar_key("k", "demo", None, 9) == "k.demo.task-9.json"
     hostile = sidecar_key("k", "demo", "../../x/\n", 9)
     assert hostile.startswith("k.demo.h-") and "/" not in hostile[2:] and "\n" not in hostile
+
+
+def test_reading_back_checks_the_sha256_and_leaves_nothing_half_written(seaweedfs, bucket, credentials, tmp_path):
+    store = make_store(seaweedfs, bucket)
+    path, sha = write(tmp_path / "a.bin", os.urandom(10_000))
+    key = store.put_file(path, sha, 10_000).key
+    assert store.fetch_to(key, sha, tmp_path / "copy") == 10_000
+    assert (tmp_path / "copy").read_bytes() == path.read_bytes()
+    seaweedfs.client().put_object(Bucket=bucket, Key=key, Body=b"something else")  # tampered with in the store
+    with pytest.raises(StoreError, match="does not hash to its sha256"):
+        store.fetch_to(key, sha, tmp_path / "second")
+    assert not (tmp_path / "second").exists() and not (tmp_path / "second.part").exists()
+    with pytest.raises(StoreError, match="has no object"):
+        store.fetch_to(object_key("archive", "0" * 64), "0" * 64, tmp_path / "third")

@@ -111,3 +111,15 @@ def test_content_without_a_configured_store_is_a_503_naming_the_setting(actions,
     file_id = client.get("/files", headers=actions.headers()).get_json()["files"][0]["id"]
     answer = client.get(f"/files/{file_id}/content", headers=actions.headers())
     assert answer.status_code == 503 and "FILE_STORE" in answer.get_json()["message"]
+
+
+def test_files_fetch_names_each_file_it_cannot_fetch_and_exits_1(actions, runner, tmp_path):
+    lease_id, task_id = lease_one(actions)
+    assert actions.submit(lease_id, [done(task_id, file_record())]).status_code == 200
+    answer = runner.invoke(args=["files", "fetch", "1", "999", "--to", str(tmp_path / "out")])
+    assert answer.exit_code == 1
+    assert answer.stderr.splitlines() == [
+        "error: file 1: file 1 is not in the file store: it is only on node 'node1' at booru/1.png",
+        "error: file 999: no file 999",
+    ]
+    assert list((tmp_path / "out").iterdir()) == []
