@@ -13,43 +13,15 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from support.processes import REPO_ROOT, demo_sites, start_coordinator, start_demo_site
+from support.processes import demo_sites, start_coordinator, start_demo_site
 from support.seaweedfs import SeaweedFS
 
 from . import fill
-from .pipeline import _add_download_tasks, _count, _requeue, _warm
+from .pipeline import _add_download_tasks, _client, _requeue, _warm
 
 BUCKET = "fetchfleet-bench"
-
-
-def _run_client(coordinator, key: str, dest: Path, env: dict, jobs: int) -> dict:
-    command = [
-        sys.executable,
-        "-m",
-        "client",
-        "--server",
-        coordinator.url,
-        "--key",
-        key,
-        "download",
-        "demo",
-        "100",
-        "--drain",
-        "--jobs",
-        str(jobs),
-        "--dest",
-        str(dest),
-        "--no-progress",
-    ]
-    started = time.perf_counter()
-    run = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=3600)
-    elapsed = time.perf_counter() - started
-    return {"seconds": round(elapsed, 2), "exit_code": run.returncode, "summary": run.stdout.strip()[-300:]}
 
 
 def run(plan, workdir: Path, progress) -> dict:
@@ -84,19 +56,16 @@ def run(plan, workdir: Path, progress) -> dict:
                 if mode == "on":
                     prefix = f"run-{number}"
                     env.update(store.env(BUCKET, prefix))
-                dest = workdir / f"dest-{mode}-{number}"
                 received = store.received_bytes(BUCKET)
-                result = _run_client(coordinator, key, dest, env, jobs)
-                result["files"], result["bytes"] = _count(dest)
+                result = _client(coordinator, key, jobs, workdir, env, f"dest-{mode}-{number}", False)
                 result["store_received_bytes"] = store.received_bytes(BUCKET) - received
-                result["files_per_second"] = round(plan.files / result["seconds"], 2)
                 runs[mode].append(result)
                 progress(f"store {mode}, --jobs {jobs}: {result['files_per_second']} files/s ({result['summary']})")
                 _requeue(url)
         objects = [key for key in store.objects(BUCKET) if key.startswith(f"{prefix}/")]
         received = store.received_bytes(BUCKET)
         env = {**base, **store.env(BUCKET, prefix)}
-        dedup = _run_client(coordinator, second_key, workdir / "dest-second-node", env, jobs)
+        dedup = _client(coordinator, second_key, jobs, workdir, env, "dest-second-node", False)
         dedup["store_received_bytes"] = store.received_bytes(BUCKET) - received
         dedup["objects_after"] = len([key for key in store.objects(BUCKET) if key.startswith(f"{prefix}/")])
         dedup["objects_before"] = len(objects)

@@ -186,26 +186,22 @@ class FileStore:
         key = self.object_key(sha256)
         if self.holds(key, size):
             return Stored(key, 0)
-        extra = {"ContentType": mime} if mime else {}
+        content_type = mime or "application/octet-stream"
         if size <= self.part_bytes:
             with open(path, "rb") as stream:
                 body = stream.read(self.part_bytes + 1)
             if len(body) != size:
                 raise StoreRejected(f"{path} is {len(body)} bytes now, {size} when it was hashed")
-            self._call(
-                "upload",
-                self._client.put_object,
-                Bucket=self.config.bucket,
-                Key=key,
-                Body=body,
-                ChecksumSHA256=_b64(bytes.fromhex(sha256)),
-                **extra,
-            )
+            self.put_bytes(key, body, content_type=content_type, sha256=sha256)
         else:
-            self._put_in_parts(path, key, sha256, size, extra)
+            self._put_in_parts(path, key, sha256, size, content_type)
         return Stored(key, size)
 
-    def put_bytes(self, key: str, body: bytes, *, content_type: str = "application/json") -> None:
+    def put_bytes(
+        self, key: str, body: bytes, *, content_type: str = "application/json", sha256: str | None = None
+    ) -> None:
+        """One PUT; ``sha256`` (what the bytes hashed to before) is checked by the store."""
+        digest = bytes.fromhex(sha256) if sha256 else hashlib.sha256(body).digest()
         self._call(
             "upload",
             self._client.put_object,
@@ -213,10 +209,10 @@ class FileStore:
             Key=key,
             Body=body,
             ContentType=content_type,
-            ChecksumSHA256=_b64(hashlib.sha256(body).digest()),
+            ChecksumSHA256=_b64(digest),
         )
 
-    def _put_in_parts(self, path: Path, key: str, sha256: str, size: int, extra: dict) -> None:
+    def _put_in_parts(self, path: Path, key: str, sha256: str, size: int, content_type: str) -> None:
         """Multipart, one part in memory at a time, each part's SHA-256 checked by the
         store; completed only when the whole file hashed to ``sha256``."""
         part_bytes = max(self.part_bytes, -(-size // MAX_PARTS))
@@ -226,7 +222,7 @@ class FileStore:
             Bucket=self.config.bucket,
             Key=key,
             ChecksumAlgorithm="SHA256",
-            **extra,
+            ContentType=content_type,
         )
         upload_id = upload["UploadId"]
         try:

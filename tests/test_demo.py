@@ -16,17 +16,22 @@ from support.processes import REPO_ROOT
 pytestmark = pytest.mark.e2e
 
 
-def test_the_one_command_demo(tmp_path):
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+def run_demo(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m demo`` with nothing of this environment but a PATH."""
     result = subprocess.run(
-        [sys.executable, "-m", "demo", "--no-progress", "--workdir", str(tmp_path / "out")],
+        [sys.executable, "-m", "demo", "--no-progress", "--workdir", str(tmp_path / "out"), *args],
         cwd=REPO_ROOT,
-        env=env,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_the_one_command_demo(tmp_path):
+    result = run_demo(tmp_path)
     stats = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
     assert stats["tasks"]["metadata"]["done"] == 8  # 9 items; "no_such_tag" waits to be retried
     downloads = stats["tasks"]["download"]
@@ -51,18 +56,7 @@ def test_the_one_command_demo(tmp_path):
 
 def test_the_demo_into_the_file_store(tmp_path, seaweedfs):
     """``make demo DEMO_ARGS=--store``: every file goes into a local SeaweedFS, none stays on disk."""
-    from support.seaweedfs import weed_binary
-
-    env = {"PATH": f"{weed_binary().parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
-    result = subprocess.run(
-        [sys.executable, "-m", "demo", "--store", "--no-progress", "--workdir", str(tmp_path / "out")],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_demo(tmp_path, "--store")
     stats = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
     done = stats["tasks"]["download"]["done"]
     assert f"{done} objects" in result.stdout and f"and {done} sidecars in the bucket" in result.stdout
