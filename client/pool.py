@@ -19,7 +19,16 @@ from typing import Any
 
 from . import worker
 
-PRELOAD = ["client.worker", "client.hashing", "gallery_dl.job", "numpy", "PIL.Image", "imagehash", "scipy.fftpack"]
+PRELOAD = [
+    "client.fork_server",  # first: SIGTERM ignored from here on (the node process decides)
+    "client.worker",
+    "client.hashing",
+    "gallery_dl.job",
+    "numpy",
+    "PIL.Image",
+    "imagehash",
+    "scipy.fftpack",
+]
 
 
 def _context(sites: dict[str, dict[str, Any]]):

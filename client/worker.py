@@ -43,13 +43,15 @@ _engines: dict[str, Engine] = {}
 
 
 def initialize(settings: dict[str, Any], sites: dict[str, dict[str, Any]], node_pid: int | None = None) -> None:
-    """Pool initializer. Ctrl-C reaches the whole process group: the parent decides.
+    """Pool initializer. Ctrl-C, and systemd's SIGTERM on stop, reach the whole process
+    group: the parent decides (``client.fork_server``).
 
     Workers never write to the terminal (gallery-dl prints bare newlines on interrupted
     downloads, which would tear the parent's progress bar): what a job has to say
     comes back in its result.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with(node_pid)
     os.environ["YTDLP_NO_PLUGINS"] = "1"  # no code from ~/.config/yt-dlp/plugins or sys.path
     sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the process's lifetime

@@ -254,7 +254,10 @@ def test_a_killed_client_s_tasks_are_completed_by_another_exactly_once(site, tmp
         slow_site.stop()
 
 
-def test_sigterm_finishes_running_jobs_and_releases_the_rest(site, tmp_path):
+@pytest.mark.parametrize("to", ["node", "process group"])
+def test_sigterm_finishes_running_jobs_and_releases_the_rest(site, tmp_path, to):
+    """To the node process alone, or to its whole process group (systemd's default on
+    stop): either way running jobs finish, nothing fails, the rest is released."""
     slow_site = start_demo_site(tmp_path, latency=0.15)
     fleet = Fleet.start(slow_site, tmp_path, f"sqlite:///{tmp_path / 'coordinator.sqlite3'}")
     try:
@@ -263,10 +266,13 @@ def test_sigterm_finishes_running_jobs_and_releases_the_rest(site, tmp_path):
         client = fleet.start_client("download", "demo", "30", "--jobs", "2")
         fleet.wait_for(lambda s: s["tasks"]["download"]["leased"] == 30, what="the lease")
         time.sleep(1.0)
-        os.kill(client.pid, signal.SIGTERM)
+        if to == "node":
+            os.kill(client.pid, signal.SIGTERM)
+        else:
+            kill_group(client, signal.SIGTERM)
         assert client.wait(60) == 128 + signal.SIGTERM
         output = next(fleet.workdir.glob("client-node1-*.log")).read_text()
-        assert "stopped by SIGTERM" in output and "released" in output, output
+        assert "stopped by SIGTERM" in output and "released" in output and " 0 failed" in output, output
         stats = fleet.stats()
         downloads = stats["tasks"]["download"]
         assert downloads["leased"] == 0 and downloads["done"] + downloads["queued"] == 30
