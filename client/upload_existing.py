@@ -24,13 +24,14 @@ from typing import Any
 
 from tqdm import tqdm
 
-from common.file_store import FileStore, sidecar_key
+from common.file_store import FileStore
 
 from .archive import Archive
 from .coordinator import Coordinator
 from .hashing import content_hashes
 from .reporting import human_bytes
 from .sidecar import SUFFIX, sidecar_path
+from .uploads import put_with_sidecar
 
 log = logging.getLogger("fetchfleet")
 
@@ -168,10 +169,14 @@ def upload_existing(
                 log.warning("%s changed since its download (its sidecar says %s…)", found.relative, found.sha256[:12])
                 tally.changed.append(found.relative)
                 continue
-            put = store.put_file(found.path, sha256, size, mime=found.mime)
-            key = sidecar_key(put.key, found.site, found.remote_id, found.task_id)
-            if put.uploaded or not store.holds(key):
-                store.put_bytes(key, sidecar_path(found.path).read_bytes())
+            put = put_with_sidecar(
+                store,
+                found.path,
+                {"sha256": sha256, "size": size, "mime": found.mime},
+                site=found.site,
+                remote_id=found.remote_id,
+                task_id=found.task_id,
+            )
             tally.uploaded += bool(put.uploaded)
             tally.uploaded_bytes += put.uploaded
             tally.in_store += not put.uploaded

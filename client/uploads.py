@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common.file_store import FileStore, StoreRejected, StoreUnavailable, sidecar_key
+from common.file_store import FileStore, Stored, StoreRejected, StoreUnavailable, sidecar_key
 
 from .sidecar import sidecar_path
 
@@ -40,19 +40,28 @@ Task = dict[str, Any]
 Result = dict[str, Any]
 
 
+def put_with_sidecar(
+    store: FileStore, path: Path, record: dict, *, site: str, remote_id: str | None, task_id: int
+) -> Stored:
+    """Put one file (``record``: its size, sha256, mime) and its post's sidecar into the store.
+    A new object has no sidecar yet; a known one may have this post's already (a second node)."""
+    put = store.put_file(path, record["sha256"], record["size"], mime=record.get("mime"))
+    sidecar = sidecar_path(path)
+    key = sidecar_key(put.key, site, remote_id, task_id)
+    if sidecar.is_file() and (put.uploaded or not store.holds(key)):
+        store.put_bytes(key, sidecar.read_bytes())
+    return put
+
+
 def upload_files(store: FileStore, dest: Path, task: Task, files: list[dict], *, keep_local: bool) -> list[dict]:
     """Put every file of a done download, and its sidecar, into the store; give the file
     records back with their ``store_key``. Local copies go only after *every* file is
     in the store (``keep_local`` False). Raises StoreUnavailable / StoreRejected."""
     stored = []
     for record in files:
-        path = dest / record["path"]
-        put = store.put_file(path, record["sha256"], record["size"], mime=record.get("mime"))
-        sidecar = sidecar_path(path)
-        key = sidecar_key(put.key, task["site"], task.get("remote_id"), task["id"])
-        # A new object has no sidecar yet; a known one may have this post's already (a second node).
-        if sidecar.is_file() and (put.uploaded or not store.holds(key)):
-            store.put_bytes(key, sidecar.read_bytes())
+        put = put_with_sidecar(
+            store, dest / record["path"], record, site=task["site"], remote_id=task.get("remote_id"), task_id=task["id"]
+        )
         stored.append({**record, "store_key": put.key})
     if not keep_local:
         for record in stored:
