@@ -8,7 +8,6 @@ from datetime import UTC
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from common.file_store import is_object_key
 from common.protocol import MAX_BATCH, MIN_BATCH, UNSTORABLE_TEXT
 from common.states import FailureClass, ItemState, ResultStatus, TaskKind, TaskState
 
@@ -200,13 +199,6 @@ class FileRecordSchema(StrictSchema):
     kept = fields.Boolean(
         metadata={"description": "since 0.3: false when the node removed its copy after a verified upload"}
     )
-
-    @ma.validates_schema
-    def _stored_where_it_says(self, data, **kwargs):
-        if "store_key" in data and "sha256" in data and not is_object_key(data["store_key"], data["sha256"].lower()):
-            raise ma.ValidationError("is not the file store object of this sha256", field_name="store_key")
-        if data.get("kept") is False and "store_key" not in data:
-            raise ma.ValidationError("a file the node did not keep must be in the file store", field_name="kept")
 
 
 class StoredFileSchema(StrictSchema):
