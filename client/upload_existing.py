@@ -25,6 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from common.file_store import FileStore
+from common.sites import is_site_name
 
 from .archive import Archive
 from .coordinator import Coordinator
@@ -139,8 +140,8 @@ def _describe(sidecar: Path) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     remote_id = about.get("remote_id")
-    if not (isinstance(task_id, int) and isinstance(site, str) and isinstance(sha256, str) and _HEX64.match(sha256)):
-        return None
+    if not (isinstance(task_id, int) and is_site_name(site) and isinstance(sha256, str) and _HEX64.match(sha256)):
+        return None  # a site name that is no plain folder name never names an object
     return {
         "task_id": task_id,
         "site": site,

@@ -5,6 +5,7 @@ that answers what each test needs (real HTTP on loopback, served from a thread).
 from __future__ import annotations
 
 import errno
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -293,3 +294,19 @@ def test_tasks_of_a_refused_site_fail_without_a_job():
         run_runner(fake, work)
     assert fake.results[5]["error_class"] == "permanent"
     assert fake.results[5]["error"].startswith("refused by this node: options.cookiefile")
+
+
+def test_upload_existing_walks_only_sidecars_it_can_trust(tmp_path):
+    from client.upload_existing import existing_files
+
+    site = tmp_path / "demo"
+    site.mkdir()
+    good = {"fetchfleet": {"task_id": 1, "site": "demo", "remote_id": "1", "sha256": "ab" * 32}}
+    for name, document in {"1.png": good, "2.png": {"fetchfleet": {**good["fetchfleet"], "site": "../x"}}}.items():
+        (site / name).write_bytes(b"x")
+        (site / f"{name}.json").write_text(json.dumps(document))
+    (site / "3.png").write_bytes(b"x")
+    (site / "3.png.json").write_text("{not json")
+    unreadable: list[str] = []
+    assert [found.relative for found in existing_files(tmp_path, unreadable)] == ["demo/1.png"]
+    assert unreadable == ["demo/2.png", "demo/3.png"]
