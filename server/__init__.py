@@ -19,6 +19,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from .api import register_blueprints
     from .database import engine_options, install_sqlite_behaviour
     from .errors import register_error_handlers
+    from .events import Outbox
     from .extensions import db, migrate
     from .policy import LeasePolicy
     from .sites import SiteRegistry
@@ -46,6 +47,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["fetchfleet"] = {
         "sites": SiteRegistry.from_config(config["SITES"]),
         "policy": LeasePolicy.from_config(config),
+        "events": Outbox.from_config(config),
         "hash_indexes": {},
     }
 

@@ -34,9 +34,10 @@ def record_checks(
     client_id: int,
     policy: LeasePolicy,
     now: datetime,
-) -> None:
+) -> list[dict[str, Any]]:
     """One row per (task, result, change) of a metadata submit, in one insert. A new post
-    is credited to the first task of the batch that found it."""
+    is credited to the first task of the batch that found it. Returns the posts that full
+    checks found gone upstream."""
     credited: set[tuple[str, str]] = set()
     rows = []
     for task, result, change in checked:
@@ -66,37 +67,43 @@ def record_checks(
             }
         )
     ids = session.execute(CHECKS.insert().returning(CHECKS.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    gone = []
     for (task, result, _change), check_id in zip(checked, ids, strict=True):
         to_the_end = result["status"] == ResultStatus.DONE and not result.get("stopped_at_known")
         if to_the_end and is_full_check(task, policy) and result.get("found") and task.item_id is not None:
-            sync_deletions(session, task, result["found"], check_id, now)
+            gone += sync_deletions(session, task, result["found"], check_id, now)
+    return gone
 
 
 def sync_deletions(
     session: Session, task: Any, found: Sequence[Mapping[str, Any]], check_id: int, now: datetime
-) -> None:
+) -> list[dict[str, Any]]:
     """After a check that went to the end: the item's downloaded posts it did not find are
     gone upstream (kept, marked, with the check that noticed); gone ones it found again
     are back. A check that found nothing at all proves nothing (a site's bad day) and
-    never gets here."""
+    never gets here. Returns the posts newly gone."""
     seen = {(thing["site"], str(thing["remote_id"])) for thing in found}
     posts = session.execute(
         select(TASKS.c.id, TASKS.c.site, TASKS.c.remote_id, TASKS.c.state, TASKS.c.gone_at)
         .join(LINKS, LINKS.c.task_id == TASKS.c.id)
         .where(LINKS.c.item_id == task.item_id, TASKS.c.site == task.site)
     ).all()
-    gone = [
-        p.id for p in posts if (p.site, p.remote_id) not in seen and p.state == TaskState.DONE and p.gone_at is None
-    ]
+    gone = [p for p in posts if (p.site, p.remote_id) not in seen and p.state == TaskState.DONE and p.gone_at is None]
     back = [p.id for p in posts if (p.site, p.remote_id) in seen and p.gone_at is not None]
     if gone:
         session.execute(
-            update(TASKS).where(TASKS.c.id.in_(gone)).values(gone_at=now, gone_check_id=check_id, updated_at=now)
+            update(TASKS)
+            .where(TASKS.c.id.in_([p.id for p in gone]))
+            .values(gone_at=now, gone_check_id=check_id, updated_at=now)
         )
     if back:
         session.execute(
             update(TASKS).where(TASKS.c.id.in_(back)).values(gone_at=None, gone_check_id=None, updated_at=now)
         )
+    return [
+        {"task_id": p.id, "site": p.site, "remote_id": p.remote_id, "item_id": task.item_id, "check_id": check_id}
+        for p in gone
+    ]
 
 
 def recent_checks(session: Session, item_id: int, limit: int = 10) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ def init_app(app: Flask) -> None:
         duplicates_command,
         import_known_command,
         report_command,
+        events_group,
     ):
         app.cli.add_command(command)
 
@@ -188,7 +189,7 @@ def tasks_reclaim_command():
     """Put the tasks of every expired lease back in the queue now (stuck tasks)."""
     from .maintenance import reclaim_stuck
 
-    click.echo(f"reclaimed {reclaim_stuck(db.session, policy=context.policy())} task(s)")
+    click.echo(f"reclaimed {reclaim_stuck(db.session, policy=context.policy(), events=context.events())} task(s)")
 
 
 @click.command("stats")
@@ -544,3 +545,67 @@ def report_command(as_json):
     report = build_report(db.session, sites=context.sites(), policy=context.policy())
     click.echo(json.dumps(report.as_dict(), indent=1) if as_json else report.as_text(), nl=as_json)
     sys.exit(1 if report.needs_attention else 0)
+
+
+events_group = AppGroup("events", help="Deliver the event outbox to RabbitMQ and webhooks, and see its backlog.")
+
+
+@events_group.command("run")
+@click.option("--drain", is_flag=True, help="Stop once every destination has nothing left to deliver (or gave up).")
+@click.option(
+    "--give-up-after",
+    type=click.IntRange(1, 1000),
+    default=5,
+    show_default=True,
+    help="With --drain: stop trying a destination after this many failures in a row (exit status 1).",
+)
+def events_run_command(drain, give_up_after):
+    """Deliver events until stopped (SIGTERM or Ctrl-C), like a worker: one thread per
+    destination, each with its own backoff; delivered events are pruned after
+    EVENTS_KEEP_DAYS."""
+    import logging
+    import signal
+    from datetime import timedelta
+
+    from .event_sender import Sender, destinations_from_config
+
+    destinations = destinations_from_config(current_app.config)
+    if not destinations:
+        click.echo("error: no event destination: set EVENTS_AMQP_URL and/or EVENTS_WEBHOOKS", err=True)
+        sys.exit(2)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)  # it logs every connection step at INFO
+    sender = Sender(db.engine, destinations, keep=timedelta(days=current_app.config["EVENTS_KEEP_DAYS"]))
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: sender.stop.set())
+    click.echo(f"delivering events to {', '.join(d.name for d in destinations)}", err=True)
+    sender.run(drain=drain, give_up_after=give_up_after)
+    if sender.gave_up:
+        click.echo(f"error: gave up on {', '.join(sorted(sender.gave_up))}: see `events status`", err=True)
+        sys.exit(1)
+
+
+@events_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def events_status_command(as_json):
+    """The backlog of each configured destination: how many events wait, since when, and
+    its last error."""
+    from .database import utcnow
+    from .event_sender import backlog, destinations_from_config
+
+    now = utcnow()
+    report = backlog(db.session, destinations_from_config(current_app.config), now)
+    if as_json:
+        click.echo(json.dumps([vars(entry) for entry in report], default=str, indent=2))
+        return
+    if not report:
+        click.echo("no event destination configured (EVENTS_AMQP_URL, EVENTS_WEBHOOKS)")
+        return
+    for entry in report:
+        age = f", oldest {int((now - entry.oldest_pending).total_seconds())} s old" if entry.oldest_pending else ""
+        line = f"{entry.name}: {entry.pending} pending{age}"
+        if entry.failures:
+            line += f"; failing ({entry.failures} in a row): {entry.last_error}"
+        elif entry.last_delivered_at:
+            line += f"; last delivery {entry.last_delivered_at.isoformat(timespec='seconds')}"
+        click.echo(line)

@@ -4,6 +4,7 @@ import threading
 
 from flask import current_app
 
+from .events import Outbox
 from .policy import LeasePolicy
 from .sites import SiteRegistry
 
@@ -16,6 +17,10 @@ def sites() -> SiteRegistry:
 
 def policy() -> LeasePolicy:
     return current_app.extensions["fetchfleet"]["policy"]
+
+
+def events() -> Outbox:
+    return current_app.extensions["fetchfleet"]["events"]
 
 
 def hash_index(column: str):

@@ -40,7 +40,8 @@ from .database import (
     utcnow,
 )
 from .errors import Conflict, InvalidInput, NotFound
-from .item_state import refresh_item_states
+from .events import NO_EVENTS, EventType, Outbox, file_downloaded_bodies, item_keys, task_body
+from .item_state import items_of_posts, refresh_item_states, synchronize
 from .known import Candidate, KnownSet, lookup_known
 from .models import File, Item, ItemPost, Lease, LeaseState, Task
 from .pausing import paused_items
@@ -100,6 +101,7 @@ def lease_tasks(
     site: str | None = None,
     lease_seconds: int | None = None,
     now: datetime | None = None,
+    events: Outbox = NO_EVENTS,
 ) -> Grant:
     """Lease up to ``n`` queued tasks of ``kind`` (of ``site``; downloads need one)."""
     now = now or utcnow()
@@ -111,7 +113,7 @@ def lease_tasks(
     if site is not None and site not in sites:
         raise InvalidInput.at(["site"], f"unknown site {site!r}; known: {', '.join(sites.names()) or 'none'}")
 
-    reclaim_expired(session, policy=policy, now=now)
+    reclaim_expired(session, policy=policy, now=now, events=events)
     session.connection().execute(statements.PROMOTE_DUE, {"now": now})
 
     configured = sites.get(site) if site else None
@@ -291,7 +293,9 @@ def _end_lease_if_empty(session: Session, lease: Lease, state: LeaseState, now: 
 # ------------------------------------------------------------------------ reclaim
 
 
-def reclaim_expired(session: Session, *, policy: LeasePolicy, now: datetime | None = None) -> int:
+def reclaim_expired(
+    session: Session, *, policy: LeasePolicy, now: datetime | None = None, events: Outbox = NO_EVENTS
+) -> int:
     """Put the unfinished tasks of expired leases back in the queue; returns how many.
 
     An expired lease counts as an unsuccessful attempt, so a task that kills every node
@@ -331,7 +335,7 @@ def reclaim_expired(session: Session, *, policy: LeasePolicy, now: datetime | No
             last_error_at=now,
             updated_at=now,
         )
-        .returning(Task.id, Task.kind, Task.item_id, Task.state)
+        .returning(Task.id, Task.kind, Task.site, Task.remote_id, Task.item_id, Task.state)
         .execution_options(synchronize_session=False)
     ).all()
     if reclaimed:
@@ -341,10 +345,28 @@ def reclaim_expired(session: Session, *, policy: LeasePolicy, now: datetime | No
             len(lease_ids),
             sorted({row.client_id for row in expired}),
         )
-    refresh_item_states(
-        session, {row.item_id for row in reclaimed if row.kind == TaskKind.METADATA and row.state == TaskState.DEAD}
-    )
+    dead = [row for row in reclaimed if row.state == TaskState.DEAD]
+    refresh_item_states(session, {row.item_id for row in dead if row.kind == TaskKind.METADATA})
+    if events.enabled and dead:
+        error = {"error_class": FailureClass.TRANSIENT.value, "error": "lease expired before a result arrived"}
+        keys = item_keys(session, (row.item_id for row in dead))
+        events.add(session, EventType.TASK_DEAD, (task_body(row, keys) | error for row in dead), now)
+        _settled(session, events, _touched_items(session, dead), now)
     return len(reclaimed)
+
+
+def _touched_items(session: Session, tasks: Sequence[Any]) -> set[int]:
+    """The items whose synchronization these tasks may change: a metadata task's own, and
+    every item that found a download."""
+    items = {task.item_id for task in tasks if task.kind == TaskKind.METADATA and task.item_id is not None}
+    return items | items_of_posts(session, [task.id for task in tasks if task.kind == TaskKind.DOWNLOAD])
+
+
+def _settled(session: Session, events: Outbox, item_ids: set[int], now: datetime) -> None:
+    """``item.synchronized`` for each of these items whose every found post is now settled."""
+    if events.enabled and item_ids:
+        newly = synchronize(session, item_ids, now)
+        events.add(session, EventType.ITEM_SYNCHRONIZED, ({"item_id": i, "item_key": k} for i, k in newly), now)
 
 
 # ------------------------------------------------------------------------- submit
@@ -359,6 +381,7 @@ def submit_results(
     sites: SiteRegistry,
     policy: LeasePolicy,
     now: datetime | None = None,
+    events: Outbox = NO_EVENTS,
 ) -> SubmitOutcome:
     """Record results for tasks of one lease, in one transaction.
 
@@ -407,11 +430,17 @@ def submit_results(
     if downloads:
         ids = [r["task_id"] for r in downloads]
         parameters = {"ids": ids, "by_lease": lease.id, "by_client": client.id, "now": now}
-        done = set(connection.execute(statements.downloaded(is_postgresql(session)), parameters).scalars())
+        recorded = connection.execute(statements.downloaded(is_postgresql(session)), parameters).all()
+        done = {task.id for task in recorded}
         insert_rows(session, files if len(done) == len(ids) else files.where_in("task_id", done))
         outcome.accepted += [r["task_id"] for r in downloads if r["task_id"] in done]
+        if events.enabled and recorded:
+            keys = item_keys(session, (task.item_id for task in recorded))
+            bodies = file_downloaded_bodies(recorded, rows, client.name, keys)
+            events.add(session, EventType.FILE_DOWNLOADED, bodies, now)
+            _settled(session, events, _touched_items(session, recorded), now)
     if others:
-        _record_others(session, lease, client, others, sites, policy, now, outcome)
+        _record_others(session, lease, client, others, sites, policy, now, outcome, events)
     if lease.state == LeaseState.ACTIVE:
         connection.execute(statements.COMPLETE_LEASE, {"of_lease": lease.id, "now": now})
     session.commit()
@@ -435,7 +464,7 @@ def submit_results(
     return outcome
 
 
-def _record_others(session, lease, client, results, sites, policy, now, outcome: SubmitOutcome) -> None:
+def _record_others(session, lease, client, results, sites, policy, now, outcome: SubmitOutcome, events: Outbox) -> None:
     """Failures and metadata results: they depend on each task's attempts, so read first."""
     ids = [r["task_id"] for r in results]
     held = {
@@ -448,6 +477,8 @@ def _record_others(session, lease, client, results, sites, policy, now, outcome:
     known = lookup_known(session, _candidates(results, sites)) if lease.kind == TaskKind.METADATA else KnownSet()
     paused = paused_items(session, {row.item_id for row in held.values()})
     checked: list[tuple[Any, Mapping[str, Any], Any]] = []
+    dead: list[tuple[Any, dict[str, Any]]] = []
+    known_posts: list[tuple[Any, dict[str, Any]]] = []
     for result in results:
         task = held.get(result["task_id"])
         if task is None or task.kind != lease.kind:
@@ -470,6 +501,9 @@ def _record_others(session, lease, client, results, sites, policy, now, outcome:
                 row["state"] = TaskState.PAUSED
         changes.append(change.values)
         found.extend(change.new_downloads)
+        if change.values["state"] == TaskState.DEAD:
+            dead.append((task, change.values))
+        known_posts += [(task, post) for post in change.known_posts]
         if task.kind == TaskKind.METADATA:
             checked.append((task, result, change))
         if change.cooldown is not None:
@@ -492,11 +526,54 @@ def _record_others(session, lease, client, results, sites, policy, now, outcome:
         _link_found_posts(session, found, created_ids, now)
     else:
         created_ids = {}
-    if checked:
-        record_checks(session, checked, created_ids, client_id=client.id, policy=policy, now=now)
-    for site_name, (until, reason) in cooldowns.items():
-        set_cooldown(session, site_name, until, reason, now)
+    gone = record_checks(session, checked, created_ids, client_id=client.id, policy=policy, now=now) if checked else []
+    cooled = [
+        {"site": site_name, "until": until.isoformat(), "reason": reason}
+        for site_name, (until, reason) in cooldowns.items()
+        if set_cooldown(session, site_name, until, reason, now)
+    ]
     refresh_item_states(session, metadata_items)
+    if events.enabled:
+        _announce(session, events, now, dead, known_posts, found, created_ids, gone, cooled)
+        _settled(session, events, metadata_items | _touched_items(session, [task for task, _ in dead]), now)
+
+
+def _announce(session, events: Outbox, now, dead, known_posts, found, created_ids, gone, cooled) -> None:
+    """The events of a submit of failures and metadata results."""
+    duplicates = [row for row in found if row["state"] == TaskState.DUPLICATE]
+    keys = item_keys(
+        session,
+        [task.item_id for task, _ in dead]
+        + [task.item_id for task, _ in known_posts]
+        + [row["item_id"] for row in duplicates]
+        + [post["item_id"] for post in gone],
+    )
+    events.add(
+        session,
+        EventType.TASK_DEAD,
+        (task_body(task, keys) | {"error_class": v["error_class"], "error": v["last_error"]} for task, v in dead),
+        now,
+    )
+    skipped = [
+        {"reason": "known", "site": post["site"], "remote_id": post["remote_id"], "url": post["url"]}
+        | {"item_key": keys.get(task.item_id), "found_by_task_id": task.id}
+        for task, post in known_posts
+    ]
+    skipped += [
+        {"reason": "duplicate", "site": row["site"], "remote_id": row["remote_id"], "url": row["url"]}
+        | {"item_key": keys.get(row["item_id"]), "task_id": created_ids[(row["site"], row["remote_id"])]}
+        | {"duplicate_of_file_id": row["duplicate_of"]}
+        for row in duplicates
+        if (row["site"], row["remote_id"]) in created_ids
+    ]
+    events.add(session, EventType.FILE_SKIPPED, skipped, now)
+    events.add(session, EventType.SITE_COOLDOWN, cooled, now)
+    events.add(
+        session,
+        EventType.POST_GONE_UPSTREAM,
+        (post | {"item_key": keys.get(post.pop("item_id"))} for post in gone),
+        now,
+    )
 
 
 def _candidates(results: Sequence[Mapping[str, Any]], sites: SiteRegistry) -> list[Candidate]:

@@ -13,7 +13,8 @@ from common.states import TaskKind, TaskState
 
 from .database import read_only, utcnow
 from .errors import InvalidInput
-from .item_state import refresh_item_states
+from .events import NO_EVENTS, Outbox
+from .item_state import items_of_posts, refresh_item_states, synchronize
 from .leasing import reclaim_expired
 from .models import Lease, LeaseState, Task
 from .policy import LeasePolicy
@@ -97,6 +98,8 @@ def requeue_tasks(
         .execution_options(synchronize_session=False)
     ).all()
     refresh_item_states(session, {row.item_id for row in changed if row.kind == TaskKind.METADATA})
+    # A requeued post unsettles its items: done again, they are synchronized again.
+    synchronize(session, items_of_posts(session, [row.id for row in changed if row.kind == TaskKind.DOWNLOAD]), now)
     session.commit()
     by_kind = {kind.value: 0 for kind in TaskKind}
     for row in changed:
@@ -104,12 +107,14 @@ def requeue_tasks(
     return by_kind
 
 
-def reclaim_stuck(session: Session, *, policy: LeasePolicy, now: datetime | None = None) -> int:
+def reclaim_stuck(
+    session: Session, *, policy: LeasePolicy, now: datetime | None = None, events: Outbox = NO_EVENTS
+) -> int:
     """Reclaim every expired lease now instead of waiting for the next lease request."""
     now = now or utcnow()
     total = 0
     while True:
-        total += reclaim_expired(session, policy=policy, now=now)
+        total += reclaim_expired(session, policy=policy, now=now, events=events)
         session.commit()
         overdue = exists().where(Lease.state == LeaseState.ACTIVE, Lease.expires_at <= now)
         if not session.scalar(select(overdue)):

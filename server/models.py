@@ -66,6 +66,9 @@ class Item(db.Model):
     check_every: Mapped[int | None] = mapped_column(Integer)
     #: Paused by an operator: its waiting tasks are ``paused`` until it is resumed.
     paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Every post it found is done (or dead, or a duplicate): set when that became true
+    #: (the moment of its ``item.synchronized`` event), cleared when a check finds more.
+    synchronized_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -280,3 +283,45 @@ class Check(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_checks_task", "task_id", "id"), Index("ix_checks_item", "item_id", "id"))
+
+
+class Event(db.Model):
+    """The outbox: something happened (a file downloaded, an item synchronized, a task
+    dead...), written in the transaction that made it happen; ``flask events run``
+    delivers it to RabbitMQ and webhooks. The id is the event's identity for consumers
+    (AUTOINCREMENT on SQLite: a pruned id is never handed out again)."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_events_created", "created_at"), {"sqlite_autoincrement": True})
+
+
+class EventDelivery(db.Model):
+    """An event one destination has (its broker confirmed it, its webhook answered 2xx)."""
+
+    __tablename__ = "event_deliveries"
+
+    destination: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    delivered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EventDestination(db.Model):
+    """How delivery to one destination goes: every event up to ``floor`` is delivered (or
+    not wanted); failures in a row, the next attempt and the last error (for ``events
+    status``)."""
+
+    __tablename__ = "event_destinations"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    floor: Mapped[int] = mapped_column(BigId, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -64,6 +64,17 @@ DEFAULTS: dict[str, Any] = {
     "FILE_STORE_SERVE": "redirect",
     # How long a presigned URL stays valid.
     "FILE_STORE_URL_SECONDS": 300,
+    # Events (file.downloaded, item.synchronized, task.dead...): written to an outbox in
+    # the transaction that caused them once a destination is set, and delivered by
+    # `flask --app server events run`. RabbitMQ: an amqp:// URL, and a topic exchange
+    # (declared durable; the routing key is the event type).
+    "EVENTS_AMQP_URL": None,
+    "EVENTS_AMQP_EXCHANGE": "fetchfleet",
+    # Webhooks: [{"url": "https://...", "secret": "...", "types": ["file.downloaded"]}]
+    # ("types" optional: every type). Each POST carries an HMAC-SHA256 of its body.
+    "EVENTS_WEBHOOKS": [],
+    # Delivered events stay this long in the outbox (for `events status` and replays).
+    "EVENTS_KEEP_DAYS": 7,
 }
 
 _POSITIVE_INTS = (
@@ -84,6 +95,7 @@ _POSITIVE_INTS = (
     "STOP_AFTER_KNOWN",
     "FULL_CHECK_EVERY",
     "FILE_STORE_URL_SECONDS",
+    "EVENTS_KEEP_DAYS",
 )
 
 
@@ -107,6 +119,9 @@ def validate(settings: dict[str, Any]) -> None:
     parse_config(settings)
     if settings.get("FILE_STORE_SERVE") not in ("redirect", "stream"):
         raise ConfigError(f"FILE_STORE_SERVE must be 'redirect' or 'stream', got {settings.get('FILE_STORE_SERVE')!r}")
+    from .event_sender import destinations_from_config
+
+    destinations_from_config(settings)
     if not isinstance(settings.get("DATABASE_URL"), str) or not settings["DATABASE_URL"]:
         raise ConfigError("DATABASE_URL must be a SQLAlchemy database URL")
     minimum = settings.get("MIN_CLIENT_VERSION")

@@ -18,10 +18,12 @@ from .sites import SiteRegistry
 LEASED = sql_literal(TaskState.LEASED)
 
 
-def set_cooldown(session: Session, site: str, until: datetime, reason: str, now: datetime | None = None) -> None:
-    """Cool ``site`` down for everyone until ``until`` (an earlier end never shortens it)."""
+def set_cooldown(session: Session, site: str, until: datetime, reason: str, now: datetime | None = None) -> bool:
+    """Cool ``site`` down for everyone until ``until`` (an earlier end never shortens it).
+    True when this starts a cooldown (the site was not cooling down at ``now``)."""
     now = now or utcnow()
     session.execute(dialect_insert(session, SiteState).values(name=site, updated_at=now).on_conflict_do_nothing())
+    before = session.scalar(select(SiteState.cooldown_until).where(SiteState.name == site))
     session.execute(
         update(SiteState)
         .where(
@@ -31,6 +33,7 @@ def set_cooldown(session: Session, site: str, until: datetime, reason: str, now:
         .values(cooldown_until=until, cooldown_reason=reason[:500], updated_at=now)
         .execution_options(synchronize_session=False)
     )
+    return (before is None or before <= now) and until > now
 
 
 def cooling_sites(session: Session, now: datetime) -> dict[str, datetime]:

@@ -119,6 +119,7 @@ HELD_COLUMNS = (
     TASKS.c.id,
     TASKS.c.kind,
     TASKS.c.site,
+    TASKS.c.remote_id,
     TASKS.c.state,
     TASKS.c.lease_id,
     TASKS.c.result_lease_id,
@@ -184,7 +185,7 @@ def held_tasks(postgresql: bool):
 @functools.cache
 def downloaded(postgresql: bool):
     """Every download of a batch done, in one statement whatever the batch size; only tasks
-    the lease still holds change, and RETURNING names them."""
+    the lease still holds change, and RETURNING names them (with what their events say)."""
     return (
         update(TASKS)
         .where(
@@ -199,7 +200,7 @@ def downloaded(postgresql: bool):
             available_at=bindparam("now"),
             updated_at=bindparam("now"),
         )
-        .returning(TASKS.c.id)
+        .returning(TASKS.c.id, TASKS.c.kind, TASKS.c.site, TASKS.c.remote_id, TASKS.c.item_id)
     )
 
 

@@ -117,6 +117,8 @@ class Change:
     values: dict[str, Any]
     new_downloads: list[dict[str, Any]] = field(default_factory=list)
     cooldown: tuple[datetime, str] | None = None
+    #: Found posts an anchor names: no task, only a count (and a ``file.skipped`` event).
+    known_posts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _recorded(task: Any, lease_id: str, now: datetime) -> dict[str, Any]:
@@ -188,14 +190,14 @@ def metadata_done(
     things = result["found"]
     if things:
         downloads = []
-        skipped = 0
+        skipped: list[dict[str, Any]] = []
         for thing in things:
             site = sites.get(thing["site"])
             remote_id = str(thing["remote_id"])
             metadata = thing.get("metadata") or {}
             url = site.download_url_for(remote_id, metadata, thing.get("url"))
             if known is not None and known.names_post(site.name, remote_id, url):
-                skipped += 1
+                skipped.append({"site": site.name, "remote_id": remote_id, "url": url})
                 continue
             row = new_download_task(task.item_id, site.name, remote_id, url, metadata, task.priority, now)
             holder = known.holder_of(site.published_hashes(metadata)) if known is not None else None
@@ -205,12 +207,12 @@ def metadata_done(
             done_by=done_by,
             done_at=now,
             found_count=len(things),
-            known_count=skipped,
+            known_count=len(skipped),
             check_count=(task.check_count or 0) + 1,
         )
         if (interval := check_interval(task, sites, policy)) is not None:
             _checked_again(values, task, interval, now)
-        return Change(values, downloads)
+        return Change(values, downloads, known_posts=skipped)
     values.update(found_count=0, last_error="nothing found", last_error_at=now)
     if (interval := check_interval(task, sites, policy)) is not None:
         _checked_again(values, task, interval, now)  # nothing there yet: look again next time

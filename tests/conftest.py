@@ -17,7 +17,22 @@ from sqlalchemy import create_engine, make_url, text
 from tests.helpers import TEST_SITES, Actions
 
 DEFAULT_TEST_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-TABLES = ("files", "tasks", "leases", "site_states", "items", "api_keys", "item_posts", "known_files", "checks")
+TABLES = (
+    "files",
+    "tasks",
+    "leases",
+    "site_states",
+    "items",
+    "api_keys",
+    "item_posts",
+    "known_files",
+    "checks",
+    "events",
+    "event_deliveries",
+    "event_destinations",
+)
+#: The local RabbitMQ of the event tests (TEST_AMQP_URL overrides it).
+DEFAULT_TEST_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -212,3 +227,29 @@ def bucket(seaweedfs) -> str:
     if not seaweedfs.alive():  # a test that stopped the store (and failed before restarting it)
         seaweedfs.start()
     return seaweedfs.create_bucket(f"t-{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """A real RabbitMQ on loopback. Skipped, saying why, when it cannot be reached, unless
+    REQUIRE_RABBITMQ=1 (as in CI), which makes that a failure."""
+    import pika
+
+    url = os.environ.get("TEST_AMQP_URL", DEFAULT_TEST_AMQP_URL)
+    try:
+        parameters = pika.URLParameters(url)
+        parameters.connection_attempts = 1
+        parameters.socket_timeout = 5
+        pika.BlockingConnection(parameters).close()
+    except Exception as problem:
+        reason = f"RabbitMQ not reachable at {parameters.host}:{parameters.port}: {problem.__class__.__name__}"
+        if os.environ.get("REQUIRE_RABBITMQ") == "1":
+            pytest.fail(f"REQUIRE_RABBITMQ=1 but {reason}")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture
+def exchange() -> str:
+    """A topic exchange of the test's own."""
+    return f"fetchfleet-test-{uuid.uuid4().hex[:12]}"

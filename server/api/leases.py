@@ -55,6 +55,7 @@ def create_lease(request):
         lease_seconds=request.get("lease_seconds"),
         sites=context.sites(),
         policy=context.policy(),
+        events=context.events(),
     )
     body = lease_body(grant, request["kind"], request.get("site"), context.sites())
     return Response(json.dumps(body), status=201 if grant.lease else 200, mimetype="application/json")
@@ -130,6 +131,7 @@ def submit(request, lease_id):
         results=request["results"],
         sites=context.sites(),
         policy=context.policy(),
+        events=context.events(),
     )
     code = 409 if outcome.conflicts else 200
     message = f"{len(outcome.accepted)} accepted, {len(outcome.unchanged)} already recorded"
