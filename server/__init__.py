@@ -15,7 +15,7 @@ MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    from . import cli, settings
+    from . import cli, metrics, settings
     from .api import register_blueprints
     from .database import engine_options, install_sqlite_behaviour
     from .errors import register_error_handlers
@@ -58,6 +58,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     api = Api(app)
     register_blueprints(api)
     register_error_handlers(app)  # after Api: one error shape, with a message, for everything
+    metrics.init_app(app)
     cli.init_app(app)
     return app
 

@@ -43,6 +43,7 @@ from .errors import Conflict, InvalidInput, NotFound
 from .events import NO_EVENTS, EventType, Outbox, file_downloaded_bodies, item_keys, task_body
 from .item_state import items_of_posts, refresh_item_states, synchronize
 from .known import Candidate, KnownSet, lookup_known
+from .metrics import LEASES_EXPIRED
 from .models import File, Item, ItemPost, Lease, LeaseState, Task
 from .pausing import paused_items
 from .policy import LeasePolicy
@@ -79,6 +80,9 @@ class Grant:
 
 @dataclass
 class SubmitOutcome:
+    #: The lease's kind and site (a download lease's), for the caller's counters.
+    kind: str | None = None
+    site: str | None = None
     accepted: list[int] = field(default_factory=list)
     #: Results already recorded for this lease (a re-sent submit): nothing changed.
     unchanged: list[int] = field(default_factory=list)
@@ -307,6 +311,7 @@ def reclaim_expired(
     if not expired:
         return 0
     lease_ids = [row.id for row in expired]
+    LEASES_EXPIRED.inc(len(lease_ids))
     session.execute(
         update(Lease)
         .where(Lease.id.in_(lease_ids))
@@ -425,7 +430,7 @@ def submit_results(
     downloads = [r for r in results if r["status"] == "done" and lease.kind == TaskKind.DOWNLOAD]
     others = [r for r in results if not (r["status"] == "done" and lease.kind == TaskKind.DOWNLOAD)]
 
-    outcome = SubmitOutcome()
+    outcome = SubmitOutcome(kind=lease.kind, site=lease.site)
     done: set[int] = set()  # downloads this lease still held, now recorded
     if downloads:
         ids = [r["task_id"] for r in downloads]

@@ -172,7 +172,7 @@ DOWNLOAD_IDS = select(TASKS.c.id, TASKS.c.site, TASKS.c.remote_id).where(
 )
 
 
-READ_LEASE = select(LEASES.c.id, LEASES.c.client_id, LEASES.c.kind, LEASES.c.state).where(
+READ_LEASE = select(LEASES.c.id, LEASES.c.client_id, LEASES.c.kind, LEASES.c.site, LEASES.c.state).where(
     LEASES.c.id == bindparam("lease_id")
 )
 

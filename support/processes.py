@@ -125,6 +125,8 @@ def start_coordinator(
     return start_server(
         [
             str(VENV_BIN / "gunicorn"),
+            "--config",
+            "python:server.gunicorn_conf",
             "--workers",
             str(workers),
             "--bind",

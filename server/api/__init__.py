@@ -16,9 +16,9 @@ class ApiBlueprint(flask_smorest.Blueprint):
 
 
 def register_blueprints(api: flask_smorest.Api) -> None:
-    from . import catalogue, health, inventory, known, leases, report, sites, stats, tasks
+    from . import catalogue, health, inventory, known, leases, metrics, report, sites, stats, tasks
 
-    for module in (leases, inventory, tasks, stats, sites, health, known, report):
+    for module in (leases, inventory, tasks, stats, metrics, sites, health, known, report):
         api.register_blueprint(module.blp)
     for blueprint in (catalogue.items, catalogue.files, catalogue.duplicates):
         api.register_blueprint(blueprint)

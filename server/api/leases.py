@@ -11,6 +11,7 @@ from ..auth import auth_required
 from ..errors import NotFound
 from ..extensions import db
 from ..leasing import Grant, SubmitOutcome, extend_lease, lease_tasks, release_lease, submit_results
+from ..metrics import LEASE_REQUESTS, count_results
 from ..models import Role
 from ..schemas import (
     ErrorBodySchema,
@@ -57,6 +58,7 @@ def create_lease(request):
         policy=context.policy(),
         events=context.events(),
     )
+    LEASE_REQUESTS.labels(request["kind"], "granted" if grant.lease else "empty").inc()
     body = lease_body(grant, request["kind"], request.get("site"), context.sites())
     return Response(json.dumps(body), status=201 if grant.lease else 200, mimetype="application/json")
 
@@ -133,6 +135,7 @@ def submit(request, lease_id):
         policy=context.policy(),
         events=context.events(),
     )
+    count_results(outcome.kind, outcome.site, request["results"], set(outcome.accepted))
     code = 409 if outcome.conflicts else 200
     message = f"{len(outcome.accepted)} accepted, {len(outcome.unchanged)} already recorded"
     if outcome.conflicts:
