@@ -25,11 +25,14 @@ $(STAMP): requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# wrk (Debian package) is the benchmarks' load generator; the test suite runs a smoke benchmark.
+# Debian packages: wrk (the benchmarks' load generator; the test suite runs a smoke
+# benchmark), chromium and chromium-driver (the dashboard's browser test).
+TOOLS := wrk chromium chromium-driver
 tools:
-	@command -v wrk >/dev/null || { \
+	@missing=$$(for package in $(TOOLS); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
+	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get install -y -q wrk >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q wrk >/dev/null; }; }
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; fi
 
 demo: $(STAMP)
 	$(BIN)/python -m demo $(DEMO_ARGS)

@@ -16,7 +16,8 @@ MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import cli, metrics, settings
-    from .api import register_blueprints
+    from .api import register_blueprints, register_pages
+    from .dashboard import Dashboard
     from .database import engine_options, install_sqlite_behaviour
     from .errors import register_error_handlers
     from .events import Outbox
@@ -48,6 +49,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         "sites": SiteRegistry.from_config(config["SITES"]),
         "policy": LeasePolicy.from_config(config),
         "events": Outbox.from_config(config),
+        "dashboard": Dashboard(refresh_seconds=config["DASHBOARD_REFRESH_SECONDS"]),
         "hash_indexes": {},
     }
 
@@ -57,6 +59,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True)
     api = Api(app)
     register_blueprints(api)
+    register_pages(app)
     register_error_handlers(app)  # after Api: one error shape, with a message, for everything
     metrics.init_app(app)
     cli.init_app(app)

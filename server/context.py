@@ -4,6 +4,7 @@ import threading
 
 from flask import current_app
 
+from .dashboard import Dashboard
 from .events import Outbox
 from .policy import LeasePolicy
 from .sites import SiteRegistry
@@ -17,6 +18,10 @@ def sites() -> SiteRegistry:
 
 def policy() -> LeasePolicy:
     return current_app.extensions["fetchfleet"]["policy"]
+
+
+def dashboard() -> Dashboard:
+    return current_app.extensions["fetchfleet"]["dashboard"]
 
 
 def events() -> Outbox:

@@ -33,8 +33,10 @@ DEFAULTS: dict[str, Any] = {
     "EMPTY_QUEUE_RETRY_AFTER_SECONDS": 30,
     # Clients older than this (PEP 440 version) are refused; None accepts any.
     "MIN_CLIENT_VERSION": None,
-    # GET /stats is public unless this is true.
+    # GET /stats, /metrics and the dashboard's data are public unless this is true.
     "STATS_REQUIRE_KEY": False,
+    # How often /dashboard refreshes itself; its snapshot is shared this long by every viewer.
+    "DASHBOARD_REFRESH_SECONDS": 5,
     # Largest request body for JSON endpoints; inventory uploads have their own limit.
     "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
     "MAX_INVENTORY_UPLOAD_BYTES": 2 * 1024 * 1024 * 1024,
@@ -111,6 +113,9 @@ def validate(settings: dict[str, Any]) -> None:
         parse_interval(settings.get("CHECK_EVERY"))
     except ValueError as problem:
         raise ConfigError(f"CHECK_EVERY {problem}") from None
+    every = settings.get("DASHBOARD_REFRESH_SECONDS")
+    if isinstance(every, bool) or not isinstance(every, int | float) or not 0.5 <= every <= 3600:
+        raise ConfigError(f"DASHBOARD_REFRESH_SECONDS must be a number of seconds from 0.5 to 3600, got {every!r}")
     refresh = settings.get("SIMILAR_REFRESH_SECONDS")
     if isinstance(refresh, bool) or not isinstance(refresh, int | float) or not 0 <= refresh <= 3600:
         raise ConfigError(f"SIMILAR_REFRESH_SECONDS must be a number of seconds from 0 to 3600, got {refresh!r}")

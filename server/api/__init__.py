@@ -22,3 +22,10 @@ def register_blueprints(api: flask_smorest.Api) -> None:
         api.register_blueprint(module.blp)
     for blueprint in (catalogue.items, catalogue.files, catalogue.duplicates):
         api.register_blueprint(blueprint)
+
+
+def register_pages(app) -> None:
+    """Pages for people, outside the API's OpenAPI description."""
+    from . import dashboard
+
+    app.register_blueprint(dashboard.blp)

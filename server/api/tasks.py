@@ -30,6 +30,7 @@ def report(query):
 def requeue(request):
     """Give dead / not-found / done tasks a fresh start (by ids, or by state; both kinds unless kind is given)"""
     by_kind = requeue_tasks(db.session, **request)
+    context.dashboard().forget()  # the operator's next look shows it
     return {"count": sum(by_kind.values()), "by_kind": by_kind}
 
 
