@@ -85,7 +85,13 @@ def _stop_on_sigterm(signum, frame):
     is_flag=True,
     help="Upload every file into a local SeaweedFS (the central file store) and keep no local copies.",
 )
-def main(workdir: Path, jobs: int, progress: bool, store: bool) -> None:
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="In a terminal, keep the servers up at the end (to look at the dashboard) until Enter is pressed.",
+)
+def main(workdir: Path, jobs: int, progress: bool, store: bool, wait: bool) -> None:
     """Run the whole fetchfleet loop against the bundled demo site."""
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
@@ -207,6 +213,14 @@ def main(workdir: Path, jobs: int, progress: bool, store: bool) -> None:
                 "&distance=10'",
                 err=True,
             )
+
+        step("watch it: the dashboard, Prometheus metrics")
+        click.echo(f"dashboard: {coordinator.url}/dashboard  (enter the key {node} to see nodes and dead tasks)")
+        click.echo(f"metrics:   {coordinator.url}/metrics")
+        if wait and sys.stdin.isatty():
+            sys.stdout.flush()
+            click.echo("the servers stay up: press Enter to stop them", err=True)
+            sys.stdin.readline()
     finally:
         # Stop first, report after: printing can fail (a closed pipe) and must not leave servers behind.
         for server in reversed(servers):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
+import requests
 
 from support.processes import REPO_ROOT
 
@@ -16,22 +20,74 @@ from support.processes import REPO_ROOT
 pytestmark = pytest.mark.e2e
 
 
-def run_demo(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m demo`` with nothing of this environment but a PATH."""
-    result = subprocess.run(
-        [sys.executable, "-m", "demo", "--no-progress", "--workdir", str(tmp_path / "out"), *args],
+def run_demo(tmp_path, *args: str, at_the_end=None) -> subprocess.CompletedProcess:
+    """``python -m demo`` with nothing of this environment but a PATH. ``at_the_end``: run
+    it with a terminal as its stdin, call this with the coordinator's URL once it waits
+    for Enter at the end, then press Enter."""
+    command = [sys.executable, "-m", "demo", "--no-progress", "--workdir", str(tmp_path / "out"), *args]
+    primary = secondary = None
+    if at_the_end is not None:
+        primary, secondary = os.openpty()
+    process = subprocess.Popen(
+        command,
         cwd=REPO_ROOT,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-        capture_output=True,
+        stdin=secondary if secondary is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
+    )
+    if secondary is not None:
+        os.close(secondary)
+    output: dict[str, list[str]] = {"stdout": [], "stderr": []}
+    waiting = threading.Event()
+
+    def read(stream, name):
+        for line in stream:
+            output[name].append(line)
+            if "press Enter to stop them" in line:
+                waiting.set()
+
+    readers = [threading.Thread(target=read, args=(getattr(process, n), n), daemon=True) for n in output]
+    for reader in readers:
+        reader.start()
+    try:
+        if at_the_end is not None:
+            assert waiting.wait(timeout=600), "".join(output["stderr"])[-3000:]
+            for _ in range(100):  # the other stream's reader may be a moment behind
+                urls = re.findall(r"dashboard: (http://127\.0\.0\.1:\d+)/dashboard", "".join(output["stdout"]))
+                if urls:
+                    break
+                time.sleep(0.1)
+            assert urls, "".join(output["stdout"])[-3000:]
+            at_the_end(urls[0])
+            os.write(primary, b"\n")
+        process.wait(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        if primary is not None:
+            os.close(primary)
+    for reader in readers:
+        reader.join(timeout=30)
+    process.stdout.close()
+    process.stderr.close()
+    result = subprocess.CompletedProcess(
+        command, process.returncode, "".join(output["stdout"]), "".join(output["stderr"])
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
 def test_the_one_command_demo(tmp_path):
-    result = run_demo(tmp_path)
+    seen = {}
+
+    def look_around(url):  # in a terminal it waits at the end: the dashboard is up
+        seen["dashboard"] = requests.get(url + "/dashboard", timeout=30).status_code
+        seen["metrics"] = requests.get(url + "/metrics", timeout=30).text
+
+    result = run_demo(tmp_path, at_the_end=look_around)
+    assert seen["dashboard"] == 200 and 'fetchfleet_tasks{kind="download",site="demo",state="done"}' in seen["metrics"]
     stats = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
     assert stats["tasks"]["metadata"]["done"] == 8  # 9 items; "no_such_tag" waits to be retried
     downloads = stats["tasks"]["download"]
