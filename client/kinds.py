@@ -126,7 +126,7 @@ class DownloadWork(KindOfWork):
             recorded = self.archive.lookup(task["site"], task.get("remote_id"))
             if recorded is None:
                 continue
-            done = {"task_id": task["id"], "status": ResultStatus.DONE, "files": recorded}
+            done = {"task_id": task["id"], "status": ResultStatus.DONE, "files": recorded, "already_on_node": True}
             if self.uploader is not None and not all(record.get("store_key") for record in recorded):
                 done = _pending(task, done)  # downloaded before this node had a store
             found[task["id"]] = done

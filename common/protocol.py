@@ -109,6 +109,9 @@ class DoneDownload(TypedDict):
     task_id: int
     status: str  # ResultStatus.DONE
     files: list[FileRecord]
+    #: Since 0.4: the node held these files from an earlier run and fetched nothing
+    #: (the coordinator's event says ``file.skipped``, not ``file.downloaded``).
+    already_on_node: NotRequired[bool]
 
 
 class DoneMetadata(TypedDict):

@@ -26,8 +26,9 @@ from .models import Event, Item
 
 class EventType(StrEnum):
     FILE_DOWNLOADED = "file.downloaded"
-    #: A found post that was not fetched: an anchor names it (``known``), or the archive
-    #: already holds its file by hash (``duplicate``).
+    #: A found post that was not fetched: an anchor names it (``known``), the archive
+    #: already holds its file by hash (``duplicate``), or the node that did it held its
+    #: files from an earlier run (``on_node``).
     FILE_SKIPPED = "file.skipped"
     #: Every post an item found is done, dead or a duplicate (again, after a re-check
     #: that found more).
@@ -83,7 +84,7 @@ def task_body(task: Any, keys: Mapping[int, str]) -> dict[str, Any]:
     }
 
 
-def file_downloaded_bodies(
+def file_bodies(
     tasks: Sequence[Any], files: Sequence[Mapping[str, Any]], node: str, keys: Mapping[int, str]
 ) -> list[dict[str, Any]]:
     """One body per file record of the done downloads ``tasks``."""

@@ -40,7 +40,7 @@ from .database import (
     utcnow,
 )
 from .errors import Conflict, InvalidInput, NotFound
-from .events import NO_EVENTS, EventType, Outbox, file_downloaded_bodies, item_keys, task_body
+from .events import NO_EVENTS, EventType, Outbox, file_bodies, item_keys, task_body
 from .item_state import items_of_posts, refresh_item_states, synchronize
 from .known import Candidate, KnownSet, lookup_known
 from .metrics import LEASES_EXPIRED
@@ -441,8 +441,11 @@ def submit_results(
         outcome.accepted += [r["task_id"] for r in downloads if r["task_id"] in done]
         if events.enabled and recorded:
             keys = item_keys(session, (task.item_id for task in recorded))
-            bodies = file_downloaded_bodies(recorded, rows, client.name, keys)
-            events.add(session, EventType.FILE_DOWNLOADED, bodies, now)
+            held = {r["task_id"] for r in downloads if r.get("already_on_node")}
+            fetched = [task for task in recorded if task.id not in held]
+            events.add(session, EventType.FILE_DOWNLOADED, file_bodies(fetched, rows, client.name, keys), now)
+            on_node = file_bodies([task for task in recorded if task.id in held], rows, client.name, keys)
+            events.add(session, EventType.FILE_SKIPPED, ({"reason": "on_node"} | body for body in on_node), now)
             _settled(session, events, _touched_items(session, recorded), now)
     if others:
         _record_others(session, lease, client, others, sites, policy, now, outcome, events)
@@ -576,7 +579,7 @@ def _announce(session, events: Outbox, now, dead, known_posts, found, created_id
     events.add(
         session,
         EventType.POST_GONE_UPSTREAM,
-        (post | {"item_key": keys.get(post.pop("item_id"))} for post in gone),
+        ({k: v for k, v in post.items() if k != "item_id"} | {"item_key": keys.get(post["item_id"])} for post in gone),
         now,
     )
 

@@ -85,7 +85,7 @@ def count_results(kind: str, site: str | None, results, accepted: set[int]) -> N
         if result["task_id"] not in accepted:
             continue
         RESULTS.labels(kind, result["status"], result.get("error_class") or "").inc()
-        if result["status"] == "done":
+        if result["status"] == "done" and not result.get("already_on_node"):
             size += sum(record["size"] for record in result.get("files") or ())
     if size and site is not None:
         BYTES_DOWNLOADED.labels(site).inc(size)

@@ -240,6 +240,9 @@ class ResultSchema(StrictSchema):
     stopped_at_known = fields.Boolean(
         metadata={"description": "metadata done: the re-check stopped at known posts (not enumerated to the end)"}
     )
+    already_on_node = fields.Boolean(
+        metadata={"description": "download done: the node held these files already and fetched nothing"}
+    )
 
 
 class SubmitRequestSchema(StrictSchema):

@@ -265,3 +265,82 @@ def test_a_webhook_is_named_without_its_credentials_or_query():
         {"EVENTS_WEBHOOKS": [{"url": "https://user:pw@hooks.example:8443/in?token=abc", "secret": "s" * 16}]}
     )
     assert hook.name == "webhook https://hooks.example:8443/in"
+
+
+def test_events_run_without_a_destination_says_so_and_exits_2(app_factory):
+    result = app_factory().test_cli_runner().invoke(args=["events", "run", "--drain"])
+    assert result.exit_code == 2
+    assert "no event destination: set EVENTS_AMQP_URL and/or EVENTS_WEBHOOKS" in result.output
+
+
+def test_events_status_names_each_destination_and_its_backlog(app, actions):
+    actions.add_download_tasks("booru", 2)
+    lease = actions.lease("download", n=2, site="booru").get_json()
+    results = [
+        {"task_id": t["id"], "status": "done", "files": [file_record(f"{t['id']}.png", 4)]} for t in lease["tasks"]
+    ]
+    assert actions.submit(lease["lease_id"], results).status_code == 200
+    result = app.test_cli_runner().invoke(args=["events", "status"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("webhook http://127.0.0.1:9/hook: 2 pending, oldest ")
+
+
+def test_files_a_node_already_held_are_skipped_events_not_downloads(app, actions):
+    actions.add_download_tasks("booru", 2)
+    lease = actions.lease("download", n=2, site="booru").get_json()
+    fresh, held = lease["tasks"]
+    results = [
+        {"task_id": fresh["id"], "status": "done", "files": [file_record("booru/new.png", 4)]},
+        {"task_id": held["id"], "status": "done", "files": [file_record("booru/old.png", 4)], "already_on_node": True},
+    ]
+    assert actions.submit(lease["lease_id"], results).status_code == 200
+    assert [(e["task_id"], e["path"]) for e in outbox(app, "file.downloaded")] == [(fresh["id"], "booru/new.png")]
+    [skipped] = outbox(app, "file.skipped")
+    assert (skipped["reason"], skipped["task_id"], skipped["path"]) == ("on_node", held["id"], "booru/old.png")
+
+
+def test_a_full_check_that_misses_a_downloaded_post_is_a_gone_upstream_event(app_factory):
+    app = app_factory(EVENTS_WEBHOOKS=HOOK, FULL_CHECK_EVERY=2)
+    with app.app_context():
+        from server.extensions import db
+
+        check_twice_losing_a_post(app, db.session)
+    [gone] = outbox(app, "post.gone_upstream")
+    assert (gone["site"], gone["remote_id"], gone["item_key"]) == ("booru", "1", "cats")
+    assert gone["check_id"] is not None and "item_id" not in gone
+
+
+def check_twice_losing_a_post(app, session) -> None:
+    """A subscription's first check finds posts 2 and 1, both are downloaded, and its second
+    (a full one) finds only 2."""
+    from server import context
+    from server.database import utcnow
+    from server.leasing import submit_results
+    from tests.test_subscriptions import found, leased
+
+    actions = Actions(app, app.test_client())
+    actions.key("node1")
+    actions.import_csv("key,query,sites,check_every\ncats,cats,booru,1h\n")
+    now = utcnow()
+
+    def submit(grant, results, at):
+        submit_results(
+            session,
+            lease_id=grant.lease.id,
+            client=client,
+            results=results,
+            sites=context.sites(),
+            policy=context.policy(),
+            now=at,
+            events=context.events(),
+        )
+
+    client, grant = leased(session, now=now)
+    submit(grant, [{"task_id": grant.tasks[0]["id"], "status": "done", "found": found(2, 1)}], now)
+    client, grant = leased(session, kind="download", site="booru", now=now)
+    files = {t["id"]: [file_record(f"booru/{t['remote_id']}.png", 3)] for t in grant.tasks}
+    submit(grant, [{"task_id": i, "status": "done", "files": f} for i, f in files.items()], now)
+    later = now + timedelta(hours=2)
+    client, grant = leased(session, now=later)
+    assert grant.tasks[0]["check"]["full"] is True  # the second check (FULL_CHECK_EVERY=2)
+    submit(grant, [{"task_id": grant.tasks[0]["id"], "status": "done", "found": found(2)}], later)
