@@ -87,6 +87,19 @@ def targets(results: dict) -> list[dict[str, Any]]:
                 real / rq >= 50,
                 "" if real / rq >= 50 else _against_rq(ceiling, every, lean, rq),
             )
+        for backend in ABSOLUTE:
+            off = [row["tasks_per_second"] for row in throughput.get("domain_only", []) if row["backend"] == backend]
+            on = [
+                row["tasks_per_second"] for row in throughput.get("domain_only_events", []) if row["backend"] == backend
+            ]
+            if off and on:
+                ratio = statistics.median(on) / statistics.median(off)
+                add(
+                    f"{backend}: lease + submit with events on / off (in-process, same run)",
+                    round(ratio, 3),
+                    ">= 0.80",
+                    ratio >= 0.8,
+                )
     scaling = results.get("scaling")
     if scaling:
         for backend, data in scaling.items():

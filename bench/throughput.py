@@ -264,11 +264,16 @@ def database_only(backend: str, url: str, cycles: int) -> dict:
     return {"backend": backend, "tasks_per_second": round(tasks / elapsed, 1), "cycles": cycles}
 
 
-def domain_only(backend: str, url: str, cycles: int) -> dict:
+#: An event destination for the events-on run: the outbox is written, nothing is sent.
+EVENTS_ON = {"EVENTS_WEBHOOKS": [{"url": "http://127.0.0.1:9/bench", "secret": "bench-secret-0123456789"}]}
+
+
+def domain_only(backend: str, url: str, cycles: int, *, events: bool = False) -> dict:
     """fetchfleet's own lease and submit functions (every statement and file record, the
     per-result checks), ``cycles`` times 100 tasks, in-process on one connection: what the
     coordinator costs without HTTP, key check, JSON Schema validation or JSON, wall and
-    CPU per 100-task cycle."""
+    CPU per 100-task cycle. ``events``: with an event destination configured (each done
+    download writes its ``file.downloaded`` event to the outbox in its transaction)."""
     from sqlalchemy import select
 
     from server import context, create_app
@@ -276,23 +281,36 @@ def domain_only(backend: str, url: str, cycles: int) -> dict:
     from server.leasing import lease_tasks, submit_results
     from server.models import ApiKey
 
-    app = create_app({"DATABASE_URL": url, "SITES": fill.SITES})
+    app = create_app({"DATABASE_URL": url, "SITES": fill.SITES, **(EVENTS_ON if events else {})})
     tasks = 0
     with app.app_context():
         client = db.session.scalars(select(ApiKey).order_by(ApiKey.id.desc())).first()
         db.session.commit()
-        sites, policy = context.sites(), context.policy()
+        sites, policy, outbox = context.sites(), context.policy(), context.events()
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(cycles):
             grant = lease_tasks(
-                db.session, client=client, kind="download", n=100, site=fill.BENCH_SITE, sites=sites, policy=policy
+                db.session,
+                client=client,
+                kind="download",
+                n=100,
+                site=fill.BENCH_SITE,
+                sites=sites,
+                policy=policy,
+                events=outbox,
             )
             results = [
                 {"task_id": task["id"], "status": "done", "files": [fill.file_record(task["id"])]}
                 for task in grant.tasks
             ]
             outcome = submit_results(
-                db.session, lease_id=grant.lease.id, client=client, results=results, sites=sites, policy=policy
+                db.session,
+                lease_id=grant.lease.id,
+                client=client,
+                results=results,
+                sites=sites,
+                policy=policy,
+                events=outbox,
             )
             tasks += len(outcome.accepted)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -300,6 +318,7 @@ def domain_only(backend: str, url: str, cycles: int) -> dict:
         db.engine.dispose()
     return {
         "backend": backend,
+        "events": events,
         "tasks_per_second": round(tasks / wall, 1),
         "cycles": cycles,
         "cpu_ms_per_cycle": round(1000 * cpu / cycles, 3),
@@ -352,7 +371,14 @@ def rq_rate(jobs: int, workers: int = 2) -> dict:
 
 
 def run(plan, workdir: Path, progress) -> dict:
-    results: dict = {"runs": [], "workers": WORKERS, "lean_ceiling": [], "database_only": [], "domain_only": []}
+    results: dict = {
+        "runs": [],
+        "workers": WORKERS,
+        "lean_ceiling": [],
+        "database_only": [],
+        "domain_only": [],
+        "domain_only_events": [],
+    }
     for backend in plan.backends:
         urls = {}
         for app in APPS:
@@ -364,8 +390,13 @@ def run(plan, workdir: Path, progress) -> dict:
             fill.fill(urls[app], plan.database_cycles * 100 + 1000)
         results["database_only"].append(database_only(backend, urls["ceiling"], plan.database_cycles))
         progress(f"{backend:10} database only: {results['database_only'][-1]['tasks_per_second']:9.0f} tasks/s")
-        results["domain_only"].append(domain_only(backend, urls["real"], plan.database_cycles))
-        progress(f"{backend:10} fetchfleet without HTTP: {results['domain_only'][-1]['tasks_per_second']:9.0f} tasks/s")
+        # events off and on, alternating, each on tasks of its own: the ratio is of one moment
+        for events in (False, True, False, True):
+            fill.fill(urls["real"], plan.database_cycles * 100 + 1000)
+            row = domain_only(backend, urls["real"], plan.database_cycles, events=events)
+            results["domain_only_events" if events else "domain_only"].append(row)
+            label = "with events" if events else ""
+            progress(f"{backend:10} fetchfleet without HTTP {label}: {row['tasks_per_second']:9.0f} tasks/s")
         results["lean_ceiling"].append(lean_ceiling(backend, workdir, plan, progress))
     results["rq"] = rq_rate(plan.rq_jobs)
     progress(f"rq end to end {results['rq']['end_to_end_per_second']:.0f} jobs/s")

@@ -88,7 +88,9 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url, seaweedfs):
     assert all(run["files"] == store["files"] for mode in ("off", "on") for run in store["runs"][mode])
     assert store["runs"]["off"][0]["store_received_bytes"] == 0 < store["runs"]["on"][0]["store_received_bytes"]
     assert store["second_node"]["objects_after"] == store["second_node"]["objects_before"] == 2 * store["files"]
-    assert len(data["targets"]) == 23 and all(row["measured"] is not None for row in data["targets"])
+    events = {row["events"] for row in data["throughput"]["domain_only"] + data["throughput"]["domain_only_events"]}
+    assert events == {False, True} and len(data["throughput"]["domain_only_events"]) == 4  # 2 runs x 2 backends
+    assert len(data["targets"]) == 25 and all(row["measured"] is not None for row in data["targets"])
     table = (tmp_path / "latest.md").read_text()
     for heading in (
         "## Targets",
