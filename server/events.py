@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from .database import insert_rows, prepare_rows
 from .models import Event, Item
 
 
@@ -56,8 +57,7 @@ class Outbox:
         if not self.enabled:
             return 0
         rows = [{"type": str(type_), "created_at": now, "body": body} for body in bodies]
-        if rows:
-            session.execute(EVENTS.insert(), rows)
+        insert_rows(session, prepare_rows(session, EVENTS, rows))  # one driver call, as file records
         return len(rows)
 
 

@@ -364,7 +364,9 @@ def _touched_items(session: Session, tasks: Sequence[Any]) -> set[int]:
     """The items whose synchronization these tasks may change: a metadata task's own, and
     every item that found a download."""
     items = {task.item_id for task in tasks if task.kind == TaskKind.METADATA and task.item_id is not None}
-    return items | items_of_posts(session, [task.id for task in tasks if task.kind == TaskKind.DOWNLOAD])
+    # a download no item found (item_id: its first finder) is linked to none
+    found = [task.id for task in tasks if task.kind == TaskKind.DOWNLOAD and task.item_id is not None]
+    return items | items_of_posts(session, found)
 
 
 def _settled(session: Session, events: Outbox, item_ids: set[int], now: datetime) -> None:
