@@ -38,12 +38,25 @@ class Page:
     next_cursor: str | None = None
 
 
+#: The largest id either database holds (a BIGINT).
+_LARGEST_ID = 2**63 - 1
+
+
+def _cursor_number(text: str) -> int | None:
+    """A cursor's number: ASCII digits only (``"³".isdigit()`` is true, ``int("³")`` fails),
+    within what a BIGINT holds; None otherwise."""
+    if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) > _LARGEST_ID:
+        return None
+    return int(text)
+
+
 def _after_id(cursor: str | None) -> int:
     if cursor is None or cursor == "":
         return 0
-    if not cursor.isdigit() or len(cursor) > 19:
+    number = _cursor_number(cursor)
+    if number is None:
         raise InvalidInput.at(["cursor"], "not a cursor this endpoint gave out", location="query")
-    return int(cursor)
+    return number
 
 
 def _like(text: str) -> str:
@@ -352,9 +365,10 @@ def _group_cursor(cursor: str | None) -> tuple[int | None, str | None]:
     if not cursor:
         return None, None
     wasted, _, sha = cursor.partition(":")
-    if not wasted.isdigit() or len(wasted) > 19 or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+    number = _cursor_number(wasted)
+    if number is None or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise InvalidInput.at(["cursor"], "not a cursor this endpoint gave out", location="query")
-    return int(wasted), sha
+    return number, sha
 
 
 def archive_totals(session: Session) -> dict[str, int]:

@@ -591,3 +591,17 @@ def test_a_scan_shared_between_threads_equals_brute_force(monkeypatch):
     for query in (values[7], values[4000] ^ 0xFF, rng.getrandbits(64)):
         for distance in (0, 3, 8, 16):
             assert index.search(query, distance) == similar.brute_force(pairs, query, distance)
+
+
+def test_a_cursor_that_is_not_one_we_gave_out_is_a_400_naming_it(client, actions):
+    """Found by fuzzing: "³" is a digit to str.isdigit but not to int."""
+    for path, cursor in [
+        ("/items", "³"),
+        ("/items", "٣"),
+        ("/items", "9999999999999999999"),  # beyond a BIGINT
+        ("/duplicates", "³:" + "a" * 64),
+    ]:
+        answer = client.get(path, query_string={"cursor": cursor}, headers=actions.headers())
+        assert answer.status_code == 400, (path, cursor, answer.get_json())
+        assert "cursor" in answer.get_json()["message"]
+    assert get(client, actions, "/items", cursor="5")["items"] == []
