@@ -24,12 +24,12 @@ from common.states import LeaseState, TaskKind, TaskState
 from .database import is_postgresql, read_only, utcnow
 from .models import ApiKey, File, Lease, SiteState, Task
 from .sites import SiteRegistry
+from .stats import recent_errors
 
 SERIES_MINUTES = 24 * 60
 #: A minute is final this long after it ends (a submit's clock is read before it commits).
 MINUTE_GRACE = timedelta(minutes=2)
 RECENT = timedelta(hours=1)
-ERRORS_WINDOW = timedelta(hours=24)
 #: A node not seen for this long is flagged silent.
 SILENT_AFTER = timedelta(minutes=10)
 DEAD_LISTED = 50
@@ -130,7 +130,6 @@ def collect(
     read_only(session)
     data: dict[str, Any] = {
         "generated_at": now.isoformat(),
-        "refresh_seconds": None,
         "sites": _sites(session, sites, now),
         "throughput": series.read(session, now),
         "full": full,
@@ -219,17 +218,7 @@ def _nodes(session: Session, now: datetime) -> list[dict[str, Any]]:
 
 
 def _errors(session: Session, now: datetime) -> list[dict[str, Any]]:
-    rows = session.execute(
-        select(Task.error_class, Task.last_error, func.count(), func.max(Task.last_error_at))
-        .where(Task.last_error_at > now - ERRORS_WINDOW, Task.error_class.is_not(None))
-        .group_by(Task.error_class, Task.last_error)
-        .order_by(func.count().desc())
-        .limit(10)
-    )
-    return [
-        {"error_class": error_class, "error": message, "count": count, "last_seen": last.isoformat()}
-        for error_class, message, count, last in rows
-    ]
+    return [error | {"last_seen": error["last_seen"].isoformat()} for error in recent_errors(session, now)]
 
 
 def _dead(session: Session) -> list[dict[str, Any]]:

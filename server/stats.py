@@ -113,13 +113,7 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
             }
         )
 
-    errors = session.execute(
-        select(Task.error_class, Task.last_error, func.count(), func.max(Task.last_error_at))
-        .where(Task.last_error_at > now - RECENT_ERRORS_WINDOW, Task.error_class.is_not(None))
-        .group_by(Task.error_class, Task.last_error)
-        .order_by(func.count().desc())
-        .limit(10)
-    )
+    errors = recent_errors(session, now)
     archive = archive_totals(session)
     known = known_counts(session)
     session.commit()
@@ -138,11 +132,24 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
             "done": throughput,
             "bytes": int(recent_bytes),
         },
-        "recent_errors": [
-            {"error_class": error_class, "error": message, "count": count, "last_seen": last}
-            for error_class, message, count, last in errors
-        ],
+        "recent_errors": errors,
     }
+
+
+def recent_errors(session: Session, now: datetime) -> list[dict[str, Any]]:
+    """The ten most frequent (class, message) pairs of the errors of the last day (through
+    the index on ``last_error_at``)."""
+    rows = session.execute(
+        select(Task.error_class, Task.last_error, func.count(), func.max(Task.last_error_at))
+        .where(Task.last_error_at > now - RECENT_ERRORS_WINDOW, Task.error_class.is_not(None))
+        .group_by(Task.error_class, Task.last_error)
+        .order_by(func.count().desc())
+        .limit(10)
+    )
+    return [
+        {"error_class": error_class, "error": message, "count": count, "last_seen": last}
+        for error_class, message, count, last in rows
+    ]
 
 
 def public_part(stats: dict[str, Any]) -> dict[str, Any]:
