@@ -75,9 +75,6 @@ class Destination:
     name: str
     types: frozenset[str] | None = None  # None: every type
 
-    def wants(self, type_: str) -> bool:
-        return self.types is None or type_ in self.types
-
     def deliver(self, messages: Sequence[dict[str, Any]]) -> None:
         raise NotImplementedError
 

@@ -160,9 +160,6 @@ class Recorder:
     def __init__(self, name="recorder", types=None, fail_after=None):
         self.name, self.types, self.fail_after, self.got = name, types, fail_after, []
 
-    def wants(self, type_):
-        return self.types is None or type_ in self.types
-
     def deliver(self, messages):
         from server.event_sender import DeliveryError
 
@@ -313,34 +310,20 @@ def test_a_full_check_that_misses_a_downloaded_post_is_a_gone_upstream_event(app
 def check_twice_losing_a_post(app, session) -> None:
     """A subscription's first check finds posts 2 and 1, both are downloaded, and its second
     (a full one) finds only 2."""
-    from server import context
     from server.database import utcnow
-    from server.leasing import submit_results
-    from tests.test_subscriptions import found, leased
+    from tests.test_subscriptions import found, leased, submit
 
     actions = Actions(app, app.test_client())
     actions.key("node1")
     actions.import_csv("key,query,sites,check_every\ncats,cats,booru,1h\n")
     now = utcnow()
 
-    def submit(grant, results, at):
-        submit_results(
-            session,
-            lease_id=grant.lease.id,
-            client=client,
-            results=results,
-            sites=context.sites(),
-            policy=context.policy(),
-            now=at,
-            events=context.events(),
-        )
-
     client, grant = leased(session, now=now)
-    submit(grant, [{"task_id": grant.tasks[0]["id"], "status": "done", "found": found(2, 1)}], now)
+    submit(session, client, grant, [{"task_id": grant.tasks[0]["id"], "status": "done", "found": found(2, 1)}], now)
     client, grant = leased(session, kind="download", site="booru", now=now)
     files = {t["id"]: [file_record(f"booru/{t['remote_id']}.png", 3)] for t in grant.tasks}
-    submit(grant, [{"task_id": i, "status": "done", "files": f} for i, f in files.items()], now)
+    submit(session, client, grant, [{"task_id": i, "status": "done", "files": f} for i, f in files.items()], now)
     later = now + timedelta(hours=2)
     client, grant = leased(session, now=later)
     assert grant.tasks[0]["check"]["full"] is True  # the second check (FULL_CHECK_EVERY=2)
-    submit(grant, [{"task_id": grant.tasks[0]["id"], "status": "done", "found": found(2)}], later)
+    submit(session, client, grant, [{"task_id": grant.tasks[0]["id"], "status": "done", "found": found(2)}], later)

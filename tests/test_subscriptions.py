@@ -23,7 +23,15 @@ def leased(session, kind="metadata", now=None, site=None, n=100):
     session.commit()
     client = Client(key.id, key.name, key.role, None, False)
     grant = lease_tasks(
-        session, client=client, kind=kind, n=n, site=site, sites=context.sites(), policy=context.policy(), now=now
+        session,
+        client=client,
+        kind=kind,
+        n=n,
+        site=site,
+        sites=context.sites(),
+        policy=context.policy(),
+        now=now,
+        events=context.events(),
     )
     return client, grant
 
@@ -40,6 +48,7 @@ def submit(session, client, grant, results, now=None):
         sites=context.sites(),
         policy=context.policy(),
         now=now,
+        events=context.events(),
     )
 
 
