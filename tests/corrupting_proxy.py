@@ -10,6 +10,8 @@ from __future__ import annotations
 import socket
 import threading
 
+from tests.tcp import close, pump
+
 
 class CorruptingProxy:
     def __init__(self, target_port: int, corrupt: int = 0):
@@ -42,7 +44,7 @@ class CorruptingProxy:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
 
     def _should_corrupt(self, head: bytes) -> bool:
         with self._lock:
@@ -85,23 +87,4 @@ class CorruptingProxy:
         except OSError:
             return
         finally:
-            _close(client, upstream)
-
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                target.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            _close(source, target)
-
-
-def _close(*sockets: socket.socket) -> None:
-    """Both directions end together (closing twice is harmless)."""
-    for sock in sockets:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        sock.close()
+            close(client, upstream)

@@ -16,6 +16,8 @@ from typing import Any
 
 import pika
 
+from tests.tcp import close, pump
+
 
 class AmqpTap:
     """An exclusive queue bound to every routing key of ``exchange``."""
@@ -117,12 +119,7 @@ class TcpGate:
             listener.close()
         with self._lock:
             sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        close(*sockets)
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -141,18 +138,4 @@ class TcpGate:
             with self._lock:
                 self._sockets += [client, upstream]
             for source, target in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, target), daemon=True).start()
-
-
-def _pump(source: socket.socket, target: socket.socket) -> None:
-    try:
-        while chunk := source.recv(65536):
-            target.sendall(chunk)
-    except OSError:
-        pass
-    finally:
-        for sock in (source, target):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+                threading.Thread(target=pump, args=(source, target), daemon=True).start()
