@@ -165,8 +165,17 @@
     }
   }
 
+  let shownDead = null; // the dead tasks the list shows, as JSON
+
   function renderDead(dead) {
     const tbody = $("#dead tbody");
+    const same = JSON.stringify(dead);
+    if (same === shownDead) {
+      // the same tasks: keep the rows (a click in progress is not lost), refresh their ages
+      tbody.querySelectorAll("td.when").forEach((td, i) => { td.textContent = ago(dead[i].last_error_at); });
+      return;
+    }
+    shownDead = same;
     const checked = new Set([...tbody.querySelectorAll("input:checked")].map((box) => box.value));
     tbody.replaceChildren();
     for (const task of dead) {
@@ -183,7 +192,7 @@
       cell(row, task.site);
       cell(row, task.remote_id || task.url);
       cell(row, task.last_error);
-      cell(row, ago(task.last_error_at));
+      cell(row, ago(task.last_error_at), "when");
     }
   }
 
