@@ -167,6 +167,9 @@ def exposition(session: Session, sites: SiteRegistry, *, nodes: bool = True) -> 
     return generate_latest(registry), CONTENT_TYPE_PLAIN_0_0_4
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def init_app(app: Flask) -> None:
     """Time and count every request."""
 
@@ -179,6 +182,8 @@ def init_app(app: Flask) -> None:
         started = g.pop("metrics_started", None)
         if started is not None:
             endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-            HTTP_LATENCY.labels(request.method, endpoint).observe(time.perf_counter() - started)
-            HTTP_REQUESTS.labels(request.method, endpoint, str(response.status_code)).inc()
+            # a caller may send any method name: one label value each would grow without bound
+            method = request.method if request.method in _METHODS else "other"
+            HTTP_LATENCY.labels(method, endpoint).observe(time.perf_counter() - started)
+            HTTP_REQUESTS.labels(method, endpoint, str(response.status_code)).inc()
         return response

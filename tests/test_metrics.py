@@ -100,3 +100,14 @@ def test_node_names_need_a_key_and_the_whole_page_does_with_stats_require_key(ap
     closed = app_factory(STATS_REQUIRE_KEY=True)
     answer = closed.test_client().get("/metrics")
     assert answer.status_code == 401 and answer.get_json()["message"]
+
+
+def test_a_made_up_method_or_path_adds_no_label_value_of_its_own(client):
+    """Labels are bounded: a caller's method names and paths do not become series."""
+    for number in range(3):
+        client.open(f"/no/such/path/{number}", method=f"BREW{number}")
+    samples = scrape(client)
+    methods = {dict(labels).get("method") for name, labels in samples if name == "fetchfleet_http_requests_total"}
+    endpoints = {dict(labels).get("endpoint") for name, labels in samples if name == "fetchfleet_http_requests_total"}
+    assert not any(method.startswith("BREW") for method in methods) and "other" in methods
+    assert not any("/no/such/path" in endpoint for endpoint in endpoints) and "unmatched" in endpoints
