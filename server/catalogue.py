@@ -371,27 +371,6 @@ def _group_cursor(cursor: str | None) -> tuple[int | None, str | None]:
     return number, sha
 
 
-def archive_totals(session: Session) -> dict[str, int]:
-    """Files and bytes recorded, and how much of it is distinct content (by sha256)."""
-    files, size = session.execute(select(func.count(FILES.c.id), func.coalesce(func.sum(FILES.c.size), 0))).one()
-    per_content = select(func.max(FILES.c.size).label("size")).group_by(FILES.c.sha256).subquery()
-    unique_files, unique_bytes = session.execute(
-        select(func.count(), func.coalesce(func.sum(per_content.c.size), 0)).select_from(per_content)
-    ).one()
-    gone = session.scalar(select(func.count()).select_from(TASKS).where(TASKS.c.gone_at.is_not(None)))
-    known_skipped = session.scalar(
-        select(func.coalesce(func.sum(TASKS.c.known_count), 0)).where(TASKS.c.kind == TaskKind.METADATA)
-    )
-    return {
-        "files": int(files),
-        "bytes": int(size),
-        "unique_files": int(unique_files),
-        "unique_bytes": int(unique_bytes),
-        "known_skipped": int(known_skipped),
-        "gone_upstream": int(gone),
-    }
-
-
 # ------------------------------------------------------------- near duplicates
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from common.states import ResultStatus, TaskState
 
+from .counts import GONE_UPSTREAM, tally
 from .models import ApiKey, Check, ItemPost, Task
 from .policy import LeasePolicy
 from .transitions import is_full_check
@@ -90,16 +91,19 @@ def sync_deletions(
     ).all()
     gone = [p for p in posts if (p.site, p.remote_id) not in seen and p.state == TaskState.DONE and p.gone_at is None]
     back = [p.id for p in posts if (p.site, p.remote_id) in seen and p.gone_at is not None]
+    count = tally(session)
     if gone:
-        session.execute(
+        count.counters[GONE_UPSTREAM] += session.execute(
             update(TASKS)
-            .where(TASKS.c.id.in_([p.id for p in gone]))
+            .where(TASKS.c.id.in_([p.id for p in gone]), TASKS.c.gone_at.is_(None))
             .values(gone_at=now, gone_check_id=check_id, updated_at=now)
-        )
+        ).rowcount
     if back:
-        session.execute(
-            update(TASKS).where(TASKS.c.id.in_(back)).values(gone_at=None, gone_check_id=None, updated_at=now)
-        )
+        count.counters[GONE_UPSTREAM] -= session.execute(
+            update(TASKS)
+            .where(TASKS.c.id.in_(back), TASKS.c.gone_at.is_not(None))
+            .values(gone_at=None, gone_check_id=None, updated_at=now)
+        ).rowcount
     return [
         {"task_id": p.id, "site": p.site, "remote_id": p.remote_id, "item_id": task.item_id, "check_id": check_id}
         for p in gone

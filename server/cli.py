@@ -192,13 +192,36 @@ def tasks_reclaim_command():
     click.echo(f"reclaimed {reclaim_stuck(db.session, policy=context.policy(), events=context.events())} task(s)")
 
 
-@click.command("stats")
+@click.group("stats", cls=AppGroup, invoke_without_command=True)
+@click.pass_context
 @with_appcontext
-def stats_command():
-    """Print /stats as JSON."""
+def stats_command(ctx):
+    """Print /stats as JSON (or: stats rebuild)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from .stats import collect_stats
 
     click.echo(json.dumps(collect_stats(db.session, sites=context.sites()), default=str, indent=2))
+
+
+@stats_command.command("rebuild")
+@click.option("--check", is_flag=True, help="Only compare the kept counts with a recount; exit 1 if they differ.")
+def stats_rebuild_command(check):
+    """Count tasks, items and files again into the kept counts /stats reads (after an
+    upgrade, or to repair them). Writers wait on PostgreSQL while it counts."""
+    from .counts import differences, rebuild
+
+    if check:
+        found = differences(db.session)
+        db.session.commit()
+        for line in found:
+            click.echo(line)
+        click.echo("kept counts differ from a recount" if found else "kept counts equal a recount")
+        sys.exit(1 if found else 0)
+    from .database import utcnow
+
+    rebuild(db.session, utcnow())
+    click.echo("kept counts rebuilt")
 
 
 # -------------------------------------------------------------------- catalogue

@@ -231,24 +231,28 @@ def prepare_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> 
     return PreparedRows(table, columns, values)
 
 
-def insert_rows(session: Session, rows: PreparedRows) -> None:
-    """Insert a batch, skipping rows that conflict with a unique index, as one driver call.
+def insert_rows(session: Session, rows: PreparedRows) -> int:
+    """Insert a batch, skipping rows that conflict with a unique index, as one driver call;
+    returns how many went in.
 
     PostgreSQL runs an ``executemany`` as one statement per row (4.8 ms per 100 file
     records here); ``INSERT ... SELECT FROM unnest(arrays)`` is one statement whatever
     the batch size. SQLite, in-process, is fastest with its own ``executemany``.
     """
     if not rows.values:
-        return
+        return 0
     if is_postgresql(session):
         columns = zip(*rows.values, strict=True)
         arrays = {f"a_{name}": list(column) for name, column in zip(rows.columns, columns, strict=True)}
-        session.connection().execute(_unnest_insert(rows.table, rows.columns), arrays)
-        return
+        return session.connection().execute(_unnest_insert(rows.table, rows.columns), arrays).rowcount
     placeholders = ", ".join("?" * len(rows.columns))
-    session.connection().exec_driver_sql(
-        f"INSERT INTO {rows.table.name} ({', '.join(rows.columns)}) VALUES ({placeholders}) ON CONFLICT DO NOTHING",
-        rows.values,
+    return (
+        session.connection()
+        .exec_driver_sql(
+            f"INSERT INTO {rows.table.name} ({', '.join(rows.columns)}) VALUES ({placeholders}) ON CONFLICT DO NOTHING",
+            rows.values,
+        )
+        .rowcount
     )
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from common.states import ItemState, TaskKind, TaskState
 
+from .counts import TaskChange, item_counter, tally, update_counted
 from .database import utcnow
 from .errors import InvalidInput
 from .item_state import refresh_item_states
@@ -34,6 +35,7 @@ from .schedule import parse_interval
 from .sites import SiteRegistry
 from .transitions import fresh_start, new_metadata_task
 
+ITEMS, TASKS = Item.__table__, Task.__table__
 RESERVED_COLUMNS = ("key", "url", "query", "title", "sites", "priority", "check_every")
 MAX_REPORTED_ERRORS = 1000
 MAX_KEY = 500
@@ -389,14 +391,16 @@ def _store_chunk(session: Session, rows: list[_Row], report: ImportReport, rejec
                 [_item_values(row, report.import_id, now) | {"created_at": now} for row in new_rows],
             ).all()
         )
-        session.execute(
-            Task.__table__.insert(),
-            [
-                new_metadata_task(ids[row.key], site, url, row.priority, now, check_every=row.check_every)
-                for row in new_rows
-                for site, url in row.targets.items()
-            ],
-        )
+        tasks = [
+            new_metadata_task(ids[row.key], site, url, row.priority, now, check_every=row.check_every)
+            for row in new_rows
+            for site, url in row.targets.items()
+        ]
+        session.execute(Task.__table__.insert(), tasks)
+        count = tally(session)
+        count.counters[item_counter(ItemState.PENDING)] += len(new_rows)
+        for (site, state), n in collections.Counter((task["site"], task["state"]) for task in tasks).items():
+            count.task_moved(TaskKind.METADATA, site, None, state, n)
         report.added += len(new_rows)
     if touched:
         session.execute(update(Item), touched)
@@ -428,7 +432,8 @@ def _item_values(row: _Row, import_id: str, now: datetime) -> dict[str, Any]:
 
 def _apply_change(session: Session, item_id: int, row: _Row, import_id: str, now: datetime) -> None:
     """A changed row: new values, and a fresh start for sites whose target URL changed."""
-    session.execute(update(Item).where(Item.id == item_id).values(**_item_values(row, import_id, now)))
+    update_counted(session, ITEMS, ITEMS.c.id == item_id, _item_values(row, import_id, now))
+    count = tally(session)
     current = dict(
         session.execute(
             select(Task.site, Task.url).where(Task.item_id == item_id, Task.kind == TaskKind.METADATA)
@@ -437,33 +442,33 @@ def _apply_change(session: Session, item_id: int, row: _Row, import_id: str, now
     dropped = [site for site in current if site not in row.targets]
     if dropped:
         # A lease still holding one of these gets a conflict for it when it reports.
-        session.execute(
-            delete(Task).where(Task.item_id == item_id, Task.kind == TaskKind.METADATA, Task.site.in_(dropped))
+        deleted = session.execute(
+            delete(Task)
+            .where(Task.item_id == item_id, Task.kind == TaskKind.METADATA, Task.site.in_(dropped))
+            .returning(Task.kind, Task.site, Task.state, Task.done_by, Task.known_count)
+        )
+        count.task_rows(
+            TaskChange(task.kind, task.site, task.state, None, was_by=task.done_by, was_known=task.known_count)
+            for task in deleted
         )
     for site, url in row.targets.items():
         if site not in current:
             task = new_metadata_task(item_id, site, url, row.priority, now, check_every=row.check_every)
             session.execute(Task.__table__.insert(), [task])
+            count.task_moved(TaskKind.METADATA, site, None, task["state"])
         elif current[site] != url:
-            session.execute(
-                update(Task)
-                .where(Task.item_id == item_id, Task.kind == TaskKind.METADATA, Task.site == site)
-                .values(url=url, **fresh_start(now))
-            )
+            target = (Task.item_id == item_id) & (Task.kind == TaskKind.METADATA) & (Task.site == site)
+            update_counted(session, TASKS, target, {"url": url, **fresh_start(now)})
     # A new interval applies from now: a finished check becomes a subscription due now, a
     # waiting subscription that is no longer one is done.
     metadata = (Task.item_id == item_id) & (Task.kind == TaskKind.METADATA)
     session.execute(update(Task).where(metadata).values(check_every=row.check_every, updated_at=now))
     if row.check_every is not None:
-        session.execute(
-            update(Task)
-            .where(metadata, Task.state.in_([TaskState.DONE, TaskState.NOT_FOUND]))
-            .values(state=TaskState.SCHEDULED, available_at=now, updated_at=now)
-        )
+        finished = metadata & Task.state.in_([TaskState.DONE, TaskState.NOT_FOUND])
+        update_counted(session, TASKS, finished, {"state": TaskState.SCHEDULED, "available_at": now, "updated_at": now})
     else:
-        session.execute(
-            update(Task).where(metadata, Task.state == TaskState.SCHEDULED).values(state=TaskState.DONE, updated_at=now)
-        )
+        waiting = metadata & (Task.state == TaskState.SCHEDULED)
+        update_counted(session, TASKS, waiting, {"state": TaskState.DONE, "updated_at": now})
     # The new priority applies to whatever of this item still waits in the queue.
     session.execute(
         update(Task)

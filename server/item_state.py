@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from common.states import ItemState, TaskKind, TaskState
 
+from .counts import update_counted
 from .database import is_postgresql
 from .models import Item, ItemPost, Task
 
@@ -28,20 +29,14 @@ def refresh_item_states(session: Session, item_ids: Iterable[int]) -> None:
         condition = and_(Task.item_id == Item.id, Task.kind == TaskKind.METADATA, Task.state.in_(states))
         return exists().where(condition, Task.found_count > 0) if found else exists().where(condition)
 
-    session.execute(
-        update(Item)
-        .where(Item.id.in_(item_ids))
-        .values(
-            state=case(
-                # a subscription waiting for its next check (or paused) found what its last check found
-                (any_task(TaskState.DONE, TaskState.SCHEDULED, TaskState.PAUSED, found=True), ItemState.FOUND),
-                (any_task(TaskState.QUEUED, TaskState.LEASED, TaskState.PAUSED), ItemState.PENDING),
-                (any_task(TaskState.DEAD), ItemState.FAILED),
-                else_=ItemState.NOT_FOUND,
-            )
-        )
-        .execution_options(synchronize_session=False)
+    state = case(
+        # a subscription waiting for its next check (or paused) found what its last check found
+        (any_task(TaskState.DONE, TaskState.SCHEDULED, TaskState.PAUSED, found=True), ItemState.FOUND),
+        (any_task(TaskState.QUEUED, TaskState.LEASED, TaskState.PAUSED), ItemState.PENDING),
+        (any_task(TaskState.DEAD), ItemState.FAILED),
+        else_=ItemState.NOT_FOUND,
     )
+    update_counted(session, Item.__table__, Item.id.in_(item_ids), {"state": state})
 
 
 #: A found post is settled once its download is done, dead, or a duplicate of a held file.

@@ -14,6 +14,7 @@ deadlock.
 
 from __future__ import annotations
 
+import collections
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
@@ -31,7 +32,9 @@ from common.states import FailureClass, ResultStatus, TaskKind, TaskState
 from . import statements
 from .auth import Client
 from .checks import record_checks
+from .counts import TaskChange, files_recorded, new_content, tally
 from .database import (
+    PreparedRows,
     insert_ignore,
     insert_rows,
     is_postgresql,
@@ -118,7 +121,9 @@ def lease_tasks(
         raise InvalidInput.at(["site"], f"unknown site {site!r}; known: {', '.join(sites.names()) or 'none'}")
 
     reclaim_expired(session, policy=policy, now=now, events=events)
-    session.connection().execute(statements.PROMOTE_DUE, {"now": now})
+    count = tally(session)
+    for promoted_kind, promoted_site in session.connection().execute(statements.PROMOTE_DUE, {"now": now}):
+        count.task_moved(promoted_kind, promoted_site, TaskState.SCHEDULED, TaskState.QUEUED)
 
     configured = sites.get(site) if site else None
     if kind == TaskKind.DOWNLOAD and configured is not None and configured.max_in_flight:
@@ -140,6 +145,8 @@ def lease_tasks(
             return Grant(None, retry_after=_seconds_until(cooling[site], now))
         return Grant(None, retry_after=policy.empty_queue_retry_after)
 
+    for leased_site, leased_count in collections.Counter(row.site for row in leased).items():
+        count.task_moved(kind, leased_site, TaskState.QUEUED, TaskState.LEASED, leased_count)
     length = policy.lease_length(kind, lease_seconds)
     lease = LeaseInfo(lease_id, kind, site, LeaseState.ACTIVE, int(length.total_seconds()), len(leased), now + length)
     session.connection().execute(
@@ -276,12 +283,16 @@ def release_lease(
             update(Task)
             .where(Task.lease_id == lease.id, Task.state == statements.LEASED)
             .values(state=TaskState.QUEUED, lease_id=None, available_at=now, updated_at=now)
-            .returning(Task.id)
+            .returning(Task.id, Task.kind, Task.site)
             .execution_options(synchronize_session=False)
         )
         if task_ids is not None:
             statement = statement.where(Task.id.in_(list(task_ids)))
-        released = sorted(session.scalars(statement).all())
+        rows = session.execute(statement).all()
+        count = tally(session)
+        for row in rows:
+            count.task_moved(row.kind, row.site, TaskState.LEASED, TaskState.QUEUED)
+        released = sorted(row.id for row in rows)
         _end_lease_if_empty(session, lease, LeaseState.RELEASED, now)
     session.commit()
     return released
@@ -343,6 +354,9 @@ def reclaim_expired(
         .returning(Task.id, Task.kind, Task.site, Task.remote_id, Task.item_id, Task.state)
         .execution_options(synchronize_session=False)
     ).all()
+    count = tally(session)
+    for row in reclaimed:
+        count.task_moved(row.kind, row.site, TaskState.LEASED, row.state)
     if reclaimed:
         log.warning(
             "reclaimed %d task(s) from %d expired lease(s) of client id(s) %s",
@@ -439,7 +453,9 @@ def submit_results(
         parameters = {"ids": ids, "by_lease": lease.id, "by_client": client.id, "now": now}
         recorded = connection.execute(statements.downloaded(is_postgresql(session)), parameters).all()
         done = {task.id for task in recorded}
-        insert_rows(session, files if len(done) == len(ids) else files.where_in("task_id", done))
+        _record_files(
+            session, recorded, client.id, files if len(done) == len(ids) else files.where_in("task_id", done), now
+        )
         outcome.accepted += [r["task_id"] for r in downloads if r["task_id"] in done]
         if events.enabled and recorded:
             keys = item_keys(session, (task.item_id for task in recorded))
@@ -472,6 +488,30 @@ def submit_results(
     for ids in (outcome.accepted, outcome.unchanged, outcome.conflicts):
         ids.sort(key=order.__getitem__)
     return outcome
+
+
+def _record_files(session: Session, recorded, client_id: int, files: PreparedRows, now) -> None:
+    """Insert the file records of done downloads, and count them, the node's work and the
+    minute's. A record already there (the same path of a task done before and requeued)
+    is skipped: then the rows that went in are read back, so only they are counted."""
+    if not recorded:
+        return
+    count = tally(session)
+    for site, done in collections.Counter(task.site for task in recorded).items():
+        count.task_moved(TaskKind.DOWNLOAD, site, TaskState.LEASED, TaskState.DONE, done)
+    count.node(client_id, done=len(recorded))
+    count.completed(now, TaskKind.DOWNLOAD, client_id, done=len(recorded))
+    sha256, size = files.columns.index("sha256"), files.columns.index("size")
+    new = new_content(session, (row[sha256] for row in files.values))
+    if insert_rows(session, files) == len(files.values):
+        inserted = [(row[sha256], row[size]) for row in files.values]
+    else:
+        inserted = session.execute(
+            select(File.sha256, File.size).where(
+                File.task_id.in_([task.id for task in recorded]), File.client_id == client_id, File.created_at == now
+            )
+        ).all()
+    files_recorded(session, client_id, inserted, new, now)
 
 
 def _record_others(session, lease, client, results, sites, policy, now, outcome: SubmitOutcome, events: Outbox) -> None:
@@ -526,11 +566,15 @@ def _record_others(session, lease, client, results, sites, policy, now, outcome:
         session.connection().execute(
             statements.CHANGE_TASK, [{f"b_{name}": value for name, value in change.items()} for change in changes]
         )
+        _count_changes(session, held, changes, client.id, now)
     if found:
         tasks = statements.TASKS
         created = session.execute(
-            insert_ignore(session, tasks).returning(tasks.c.id, tasks.c.site, tasks.c.remote_id), found
+            insert_ignore(session, tasks).returning(tasks.c.id, tasks.c.site, tasks.c.remote_id, tasks.c.state), found
         ).all()
+        count = tally(session)
+        for row in created:
+            count.task_moved(TaskKind.DOWNLOAD, row.site, None, row.state)
         outcome.download_tasks_created += len(created)
         created_ids = {(row.site, row.remote_id): row.id for row in created}
         _link_found_posts(session, found, created_ids, now)
@@ -546,6 +590,26 @@ def _record_others(session, lease, client, results, sites, policy, now, outcome:
     if events.enabled:
         _announce(session, events, now, dead, known_posts, found, created_ids, gone, cooled)
         _settled(session, events, metadata_items | _touched_items(session, [task for task, _ in dead]), now)
+
+
+def _count_changes(session: Session, held, changes: list[dict[str, Any]], client_id: int, now) -> None:
+    """Leased tasks given their results: where each went, and what its node completed."""
+    count = tally(session)
+    count.task_rows(
+        TaskChange(
+            held[change["id"]].kind,
+            held[change["id"]].site,
+            TaskState.LEASED,
+            change["state"],
+            done_by=change["done_by"],
+            was_known=held[change["id"]].known_count,
+            known_count=change["known_count"],
+        )
+        for change in changes
+    )
+    for change in changes:
+        if change["done_at"] == now and change["done_by"] is not None:
+            count.completed(now, held[change["id"]].kind, client_id, done=1)
 
 
 def _announce(session, events: Outbox, now, dead, known_posts, found, created_ids, gone, cooled) -> None:

@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from common.states import TaskKind, TaskState
 
+from .counts import update_counted
 from .database import read_only, utcnow
 from .errors import InvalidInput
 from .events import NO_EVENTS, Outbox
@@ -81,22 +82,20 @@ def requeue_tasks(
     now = now or utcnow()
     if task_ids is None and state is None:
         raise InvalidInput.at(["state"], "name the tasks: by ids, or by state (dead, not_found, done, queued)")
-    statement = update(Task).where(Task.state.in_(REQUEUEABLE))
+    where = Task.state.in_(REQUEUEABLE)
     if task_ids is not None:
-        statement = statement.where(Task.id.in_(list(task_ids)))
+        where &= Task.id.in_(list(task_ids))
     if state is not None:
         if _check(TaskState, state, "state") not in REQUEUEABLE:
             raise InvalidInput.at(["state"], f"only {', '.join(REQUEUEABLE)} tasks can be requeued")
-        statement = statement.where(Task.state == state)
+        where &= Task.state == state
     if kind is not None:
-        statement = statement.where(Task.kind == _check(TaskKind, kind, "kind"))
+        where &= Task.kind == _check(TaskKind, kind, "kind")
     if site is not None:
-        statement = statement.where(Task.site == site)
-    changed = session.execute(
-        statement.values(**fresh_start(now))
-        .returning(Task.id, Task.kind, Task.item_id)
-        .execution_options(synchronize_session=False)
-    ).all()
+        where &= Task.site == site
+    changed = update_counted(
+        session, Task.__table__, where, fresh_start(now), returning=(Task.id, Task.kind, Task.item_id)
+    )
     refresh_item_states(session, {row.item_id for row in changed if row.kind == TaskKind.METADATA})
     # A requeued post unsettles its items: done again, they are synchronized again.
     synchronize(session, items_of_posts(session, [row.id for row in changed if row.kind == TaskKind.DOWNLOAD]), now)

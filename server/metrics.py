@@ -32,8 +32,9 @@ from sqlalchemy.orm import Session
 
 from common.states import LeaseState
 
+from .counts import task_counts
 from .database import read_only, utcnow
-from .models import ApiKey, Lease, SiteState, Task
+from .models import ApiKey, Lease, SiteState
 from .sites import SiteRegistry
 
 MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -104,10 +105,7 @@ class DatabaseCollector:
         tasks = GaugeMetricFamily(
             "fetchfleet_tasks", "Tasks by kind, site and state.", labels=["kind", "site", "state"]
         )
-        counts = session.execute(
-            select(Task.kind, Task.site, Task.state, func.count()).group_by(Task.kind, Task.site, Task.state)
-        )
-        for kind, site, state, count in counts:
+        for kind, site, state, count in task_counts(session):
             tasks.add_metric([kind, site, state], count)
         yield tasks
 

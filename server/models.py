@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, SmallInteger, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from common.states import ItemState, LeaseState, TaskState
@@ -255,6 +255,54 @@ class KnownFile(db.Model):
         Index("uq_known_sha256", "sha256", unique=True, **_only("sha256 IS NOT NULL")),
         Index("uq_known_md5", "md5", unique=True, **_only("md5 IS NOT NULL")),
     )
+
+
+class TaskCount(db.Model):
+    """Tasks per kind, site and state, kept as they change (``server.counts``)."""
+
+    __tablename__ = "task_counts"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    site: Mapped[str] = mapped_column(String(100), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: On PostgreSQL concurrent transactions add to different rows; readers add them up.
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
+class NodeCount(db.Model):
+    """Per node: the tasks it did that are done now, the files and bytes it recorded."""
+
+    __tablename__ = "node_counts"
+
+    client_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    tasks_done: Mapped[int] = mapped_column(BigInteger)
+    files: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class MinuteCount(db.Model):
+    """Per minute, kind and node: tasks completed and bytes recorded (kept for a day)."""
+
+    __tablename__ = "minute_counts"
+
+    minute: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    client_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    done: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+
+
+class Counter(db.Model):
+    """A named count: items per state, distinct content, skipped known posts, gone posts."""
+
+    __tablename__ = "counters"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
 
 
 class Check(db.Model):

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from common.states import TaskState
 
+from .counts import update_counted
 from .database import insert_ignore, utcnow
 from .errors import NotFound
 from .item_state import refresh_item_states
@@ -47,12 +48,8 @@ def pause_item(session: Session, key: str, now: datetime | None = None) -> int:
     now = now or utcnow()
     item = _item(session, key)
     item.paused_at = item.paused_at or now
-    paused = session.execute(
-        update(Task)
-        .where(Task.item_id == item.id, Task.state.in_(WAITING))
-        .values(state=TaskState.PAUSED, updated_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    where = (Task.item_id == item.id) & Task.state.in_(WAITING)
+    paused = len(update_counted(session, Task.__table__, where, {"state": TaskState.PAUSED, "updated_at": now}))
     session.commit()
     return paused
 
@@ -63,15 +60,9 @@ def resume_item(session: Session, key: str, now: datetime | None = None) -> int:
     now = now or utcnow()
     item = _item(session, key)
     item.paused_at = None
-    resumed = session.execute(
-        update(Task)
-        .where(Task.item_id == item.id, Task.state == TaskState.PAUSED)
-        .values(
-            state=case((Task.available_at > now, TaskState.SCHEDULED), else_=TaskState.QUEUED),
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    waiting = case((Task.available_at > now, TaskState.SCHEDULED), else_=TaskState.QUEUED)
+    where = (Task.item_id == item.id) & (Task.state == TaskState.PAUSED)
+    resumed = len(update_counted(session, Task.__table__, where, {"state": waiting, "updated_at": now}))
     refresh_item_states(session, [item.id])
     session.commit()
     return resumed

@@ -99,6 +99,7 @@ PROMOTE_DUE = (
         TASKS.c.state == sql_literal(TaskState.SCHEDULED),
     )
     .values(state=TaskState.QUEUED, updated_at=bindparam("now"))
+    .returning(TASKS.c.kind, TASKS.c.site)
 )
 
 
@@ -131,6 +132,7 @@ HELD_COLUMNS = (
     TASKS.c.last_error_at,
     TASKS.c.check_every,
     TASKS.c.check_count,
+    TASKS.c.known_count,
 )
 CHANGED_COLUMNS = (
     "state",

@@ -1,4 +1,5 @@
-"""``/stats``: what the fleet is doing, from aggregate queries only (never a table load)."""
+"""``/stats``: what the fleet is doing, from the kept counts (``server.counts``): it never
+counts the tasks, items or files tables, so it costs the same at any size of the archive."""
 
 from __future__ import annotations
 
@@ -8,12 +9,22 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from common.states import ItemState, TaskKind, TaskState
+from common.states import TaskKind, TaskState
 
-from .catalogue import archive_totals
+from .counts import (
+    GONE_UPSTREAM,
+    KNOWN_SKIPPED,
+    UNIQUE_BYTES,
+    UNIQUE_FILES,
+    counter_values,
+    item_counts,
+    minutes_since,
+    node_totals,
+    task_counts,
+)
 from .database import read_only, utcnow
 from .known import known_counts
-from .models import ApiKey, File, Item, Lease, LeaseState, SiteState, Task
+from .models import ApiKey, Lease, LeaseState, SiteState, Task
 from .site_state import last_tests
 from .sites import SiteRegistry
 
@@ -25,19 +36,15 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
     now = now or utcnow()
     read_only(session)
 
-    items = {state.value: 0 for state in ItemState}
-    for state, count in session.execute(select(Item.state, func.count()).group_by(Item.state)):
-        items[state] = count
+    counters = counter_values(session)
+    items = item_counts(session, counters)
     items["total"] = sum(items.values())
 
     tasks = {kind.value: {state.value: 0 for state in TaskState} for kind in TaskKind}
     per_site: dict[str, dict[str, Any]] = {
         name: {"tasks": {kind.value: {} for kind in TaskKind}} for name in sites.names()
     }
-    counts = session.execute(
-        select(Task.kind, Task.site, Task.state, func.count()).group_by(Task.kind, Task.site, Task.state)
-    )
-    for kind, site, state, count in counts:
+    for kind, site, state, count in task_counts(session):
         tasks.setdefault(kind, {})[state] = tasks.get(kind, {}).get(state, 0) + count
         site_tasks = per_site.setdefault(site, {"tasks": {k.value: {} for k in TaskKind}})["tasks"]
         site_tasks.setdefault(kind, {})[state] = count
@@ -71,34 +78,22 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
     ).one()
     overdue = session.scalar(select(func.count()).where((Lease.state == LeaseState.ACTIVE) & (Lease.expires_at <= now)))
 
-    done_by = dict(
-        session.execute(
-            select(Task.done_by, func.count())
-            .where(Task.state == TaskState.DONE, Task.done_by.is_not(None))
-            .group_by(Task.done_by)
-        ).all()
-    )
-    # Bytes live in the file records: what each node keeps, and what arrived lately.
-    bytes_by = dict(session.execute(select(File.client_id, func.sum(File.size)).group_by(File.client_id)).all())
-    recent = now - THROUGHPUT_WINDOW
-    recent_bytes = session.scalar(
-        select(func.coalesce(func.sum(File.size), 0)).join(Task, Task.id == File.task_id).where(Task.done_at > recent)
-    )
-    recent_rows = session.execute(
-        select(Task.done_by, Task.kind, func.count()).where(Task.done_at > recent).group_by(Task.done_by, Task.kind)
-    )
+    nodes = node_totals(session)
     throughput = {kind.value: 0 for kind in TaskKind}
     recent_by_client: dict[int, int] = {}
-    for key_id, kind, count in recent_rows:
-        throughput[kind] = throughput.get(kind, 0) + count
-        recent_by_client[key_id] = recent_by_client.get(key_id, 0) + count
+    recent_bytes = 0
+    for _minute, kind, client, done, size in minutes_since(session, now - THROUGHPUT_WINDOW):
+        throughput[kind] = throughput.get(kind, 0) + done
+        recent_by_client[client] = recent_by_client.get(client, 0) + done
+        recent_bytes += size
 
     leases_by_client = dict(
         session.execute(select(Lease.client_id, func.count()).where(live).group_by(Lease.client_id)).all()
     )
     clients = []
     for key in session.scalars(select(ApiKey).order_by(ApiKey.name)):
-        count, size = done_by.get(key.id, 0), bytes_by.get(key.id, 0)
+        kept = nodes.get(key.id, {})
+        count, size = kept.get("tasks_done", 0), kept.get("bytes", 0)
         clients.append(
             {
                 "name": key.name,
@@ -114,7 +109,7 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
         )
 
     errors = recent_errors(session, now)
-    archive = archive_totals(session)
+    archive = archive_totals(nodes, counters)
     known = known_counts(session)
     session.commit()
     return {
@@ -133,6 +128,18 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
             "bytes": int(recent_bytes),
         },
         "recent_errors": errors,
+    }
+
+
+def archive_totals(nodes: dict[int, dict[str, int]], counters: dict[str, int]) -> dict[str, int]:
+    """Files and bytes recorded, and how much of it is distinct content (by sha256)."""
+    return {
+        "files": sum(node["files"] for node in nodes.values()),
+        "bytes": sum(node["bytes"] for node in nodes.values()),
+        "unique_files": counters.get(UNIQUE_FILES, 0),
+        "unique_bytes": counters.get(UNIQUE_BYTES, 0),
+        "known_skipped": counters.get(KNOWN_SKIPPED, 0),
+        "gone_upstream": counters.get(GONE_UPSTREAM, 0),
     }
 
 

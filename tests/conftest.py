@@ -30,6 +30,10 @@ TABLES = (
     "events",
     "event_deliveries",
     "event_destinations",
+    "task_counts",
+    "node_counts",
+    "minute_counts",
+    "counters",
 )
 #: The local RabbitMQ of the event tests (TEST_AMQP_URL overrides it).
 DEFAULT_TEST_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -147,8 +151,24 @@ def app_factory(app_config):
         return app
 
     yield make
-    for app in made:
-        close_app(app)
+    try:
+        if made:
+            assert_counts_kept(made[0])
+    finally:
+        for app in made:
+            close_app(app)
+
+
+def assert_counts_kept(app) -> None:
+    """After every test: the counts /stats reads equal a recount of the tables (whatever
+    the test did through the domain functions and the API)."""
+    from server.counts import differences
+    from server.extensions import db
+
+    with app.app_context():
+        found = differences(db.session)
+        db.session.rollback()
+    assert not found, "kept counts differ from a recount:\n" + "\n".join(found)
 
 
 @pytest.fixture

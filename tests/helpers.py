@@ -80,6 +80,7 @@ class Actions:
 
     def add_download_tasks(self, site: str, count: int, start: int = 1, priority: int = 0) -> list[int]:
         """Queue ``count`` download tasks straight into the table (no metadata round)."""
+        from server.counts import tally
         from server.database import utcnow
         from server.extensions import db
         from server.models import Task
@@ -92,6 +93,7 @@ class Actions:
         ]
         with self.context():
             ids = db.session.execute(Task.__table__.insert().returning(Task.id), rows).scalars().all()
+            tally(db.session).task_moved("download", site, None, "queued", len(rows))  # as a found post's would be
             db.session.commit()
         return sorted(ids)
 

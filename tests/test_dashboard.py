@@ -1,6 +1,5 @@
 """``/dashboard`` and its data on both databases: per-site counts as the database has them,
-what a caller without a key sees, and the 24-hour series minute by minute (a minute that
-is over is counted once and kept)."""
+what a caller without a key sees, and the 24-hour series minute by minute."""
 
 from __future__ import annotations
 
@@ -9,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from tests.helpers import Actions, file_record
+from tests.test_leasing import done, lease, submit
 
 
 def data(client, actions=None, who=None, status=200):
@@ -36,7 +36,7 @@ def test_the_page_is_served_and_its_data_has_per_site_counts(client, actions, se
     ]
     assert actions.submit(lease["lease_id"], results).status_code == 200
     sites = {site["name"]: site for site in data(client)["sites"]}
-    assert sites["booru"]["download"] == {"done": 1, "retrying": 1, "dead": 1, "leased": 1, "queued": 2}
+    assert sites["booru"]["download"] == {"done": 1, "dead": 1, "leased": 1, "queued": 3}
     assert sites["booru"]["in_flight"] == 1 and sites["slow"]["max_in_flight"] == 3
     assert set(sites) == {"booru", "tube", "slow"} and sites["tube"]["download"] == {}
     total = session.scalar(select(func.count()).select_from(Task).where(Task.site == "booru"))
@@ -78,31 +78,25 @@ def test_a_snapshot_is_shared_for_the_refresh_interval_and_an_action_renews_it(a
     assert {s["name"]: s for s in data(client)["sites"]}["booru"]["download"] == {"queued": 2}
 
 
-def test_the_series_counts_each_minute_once_and_keeps_minutes_that_are_over(session, actions):
-    from server.dashboard import SERIES_MINUTES, ThroughputSeries
+def test_the_series_is_the_kept_minutes_of_the_last_day(session, actions):
+    from server.auth import create_key
+    from server.dashboard import SERIES_MINUTES, series
     from server.database import utcnow
-    from server.extensions import db
-    from server.models import File, Task
+    from server.models import ApiKey, MinuteCount
 
-    now = utcnow().replace(second=30, microsecond=0)
-    ids = actions.add_download_tasks("booru", 3)
-    for task_id, minutes_ago in zip(ids, (10, 10, 1), strict=True):
-        done_at = now - timedelta(minutes=minutes_ago)
-        db.session.execute(Task.__table__.update().where(Task.id == task_id).values(state="done", done_at=done_at))
-        db.session.execute(
-            File.__table__.insert().values(
-                task_id=task_id, client_id=1, path=f"{task_id}.png", size=100, sha256="ab" * 32, created_at=done_at
-            )
-        )
-    db.session.commit()
-    series = ThroughputSeries()
-    first = series.read(session, now)
-    assert len(first["downloads"]) == SERIES_MINUTES
-    assert first["downloads"][-11] == 2 and first["downloads"][-2] == 1 and sum(first["downloads"]) == 3
-    assert first["bytes"][-11] == 200 and sum(first["metadata"]) == 0
-    # a minute that is over is not read again: rewrite history and look a minute later
-    db.session.execute(Task.__table__.update().where(Task.id == ids[0]).values(done_at=now - timedelta(minutes=3)))
-    db.session.commit()
-    later = series.read(session, now + timedelta(minutes=1))
-    assert later["downloads"][-12] == 2  # kept from the first read (the same minute, one step older)
-    assert later["downloads"][-5:] == [0, 0, 1, 0, 0]  # the recent minutes read again; the moved task's not
+    create_key(session, "node1")
+    node = session.scalar(select(ApiKey).where(ApiKey.name == "node1"))
+
+    now = (utcnow() + timedelta(minutes=1)).replace(second=30, microsecond=0)
+    actions.add_download_tasks("booru", 5)
+    for minutes_ago, n in ((26 * 60, 1), (10, 2), (10, 1), (1, 1)):
+        at = now - timedelta(minutes=minutes_ago)
+        grant = lease(session, node, n=n, now=now)  # results of leases of that time
+        submit(session, node, grant, [done(task["id"], f"{task['id']}.png") for task in grant.tasks], now=at)
+    got = series(session, now)
+    assert len(got["downloads"]) == SERIES_MINUTES
+    assert got["downloads"][-11] == 3 and got["downloads"][-2] == 1 and sum(got["downloads"]) == 4
+    assert got["bytes"][-11] == 30 and sum(got["metadata"]) == 0
+    # the minute of more than a day ago was forgotten when a newer one was written
+    oldest = session.scalar(select(func.min(MinuteCount.minute)))
+    assert oldest == now.replace(second=0) - timedelta(minutes=10)

@@ -9,6 +9,8 @@ from sqlalchemy import select
 
 from common.states import TaskState
 from server import context
+from server.counts import rebuild
+from server.database import utcnow
 from server.errors import InvalidInput
 from server.inventory import import_inventory
 from server.models import Item, Task
@@ -63,6 +65,7 @@ def test_changed_row_updates_its_item_and_resets_changed_targets(session):
     booru = tasks[("k", "booru")]
     booru.state, booru.attempts = TaskState.NOT_FOUND, 5
     session.commit()
+    rebuild(session, utcnow())  # written straight into the table: counted again
     report = run_import(session, "key,query,priority,sites\nk,kittens,9,booru\n")
     assert (report.added, report.updated, report.unchanged) == (0, 1, 0)
     item = items(session)["k"]
@@ -83,6 +86,7 @@ def test_title_only_change_keeps_task_progress(session):
     task = metadata_tasks(session)[("k", "booru")]
     task.state = TaskState.DONE
     session.commit()
+    rebuild(session, utcnow())  # written straight into the table: counted again
     report = run_import(session, "key,query,title\nk,cats,New\n")
     assert report.updated == 1
     assert metadata_tasks(session)[("k", "booru")].state == TaskState.DONE

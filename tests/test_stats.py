@@ -108,9 +108,11 @@ def test_without_a_key_stats_show_counts_only(actions, client, session):
     assert client.get("/stats", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
 
-def test_a_requeued_done_task_no_longer_counts_as_done_lately(actions, client):
+def test_a_requeued_done_task_is_queued_again_and_its_completion_stays_in_the_last_hour(actions, client):
     """Requeue and a re-import that changes a target reset a task the same way (one
-    definition, ``server.transitions.fresh_start``): nothing of the old result stays."""
+    definition, ``server.transitions.fresh_start``): nothing of the old result stays on the
+    task, and it no longer counts as done (for its node either); that it was completed an
+    hour ago is history, which the last hour's throughput keeps."""
     [task_id] = actions.add_download_tasks("booru", 1)
     lease = actions.lease("download", 1, site="booru").get_json()
     assert (
@@ -124,6 +126,10 @@ def test_a_requeued_done_task_no_longer_counts_as_done_lately(actions, client):
     admin = actions.headers("ops", admin=True)
     assert client.post("/tasks/requeue", json={"task_ids": [task_id]}, headers=admin).get_json()["count"] == 1
     after = client.get("/stats", headers=actions.headers()).get_json()
-    assert after["throughput"]["done"]["download"] == 0
+    assert after["throughput"]["done"]["download"] == 1
+    assert (before["tasks"]["download"]["done"], after["tasks"]["download"]["done"]) == (1, 0)
+    assert after["tasks"]["download"]["queued"] == 1
+    assert [c["tasks_done"] for c in before["clients"] if c["name"] == "node1"] == [1]
+    assert [c["tasks_done"] for c in after["clients"] if c["name"] == "node1"] == [0]
     task = actions.task(task_id)
     assert task.state == "queued" and task.done_by is None and task.done_at is None and task.found_count is None

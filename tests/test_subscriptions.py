@@ -393,7 +393,8 @@ def _download_all(session, now):
 
 
 def test_a_full_check_marks_vanished_posts_gone_upstream_and_back(app_factory, session_for):
-    from server.catalogue import archive_totals, show_item
+    from server.catalogue import show_item
+    from server.counts import GONE_UPSTREAM, counter_values
     from server.models import File
 
     app = app_factory(FULL_CHECK_EVERY=3)
@@ -414,7 +415,7 @@ def test_a_full_check_marks_vanished_posts_gone_upstream_and_back(app_factory, s
         assert gone["2"] is not None and gone["1"] is None and gone["3"] is None
         assert item["totals"]["gone_upstream"] == 1 and [d["state"] for d in item["downloads"]] == ["done"] * 3
         assert len(item["downloads"][1]["files"]) == 1 and session.scalar(select(func_count(File))) == 3  # kept
-        assert archive_totals(session)["gone_upstream"] == 1
+        assert counter_values(session)[GONE_UPSTREAM] == 1
         session.commit()
         for _ in range(2):
             now += timedelta(hours=2)

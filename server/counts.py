@@ -1,0 +1,512 @@
+"""Counts kept as the archive changes, so that ``/stats``, ``/metrics`` and the dashboard
+read a few small tables instead of counting tasks, items and files at every look.
+
+Every write that moves a task or an item to another state, or records files, tells the
+session's ``Tally`` what it changed (it knows: the statement's ``RETURNING`` rows, or the
+rows it read under lock). Just before the transaction commits, the tally is written as
+one upsert per table for the whole batch, last in the transaction and in key order: a
+transaction holding a count row then only waits for other count rows, never in a cycle.
+A rollback forgets it. On PostgreSQL each count is split into ``SHARDS`` rows by the
+connection's backend pid, so concurrent transactions seldom wait for the same row;
+readers add the shards up.
+
+``flask stats rebuild`` (``rebuild``) counts everything again from the tables: after an
+upgrade, or to check (``tests/test_counts.py`` compares the two after a random mix of work).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, delete, event, func, literal, select, text, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from common.states import ItemState, TaskKind, TaskState
+
+from .database import in_list, is_postgresql
+from .models import Counter, File, Item, MinuteCount, NodeCount, Task, TaskCount
+
+SHARDS = 16
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Minutes kept: the dashboard shows a day.
+MINUTES_KEPT = timedelta(hours=25)
+#: Rows per statement when a counted update goes through many rows.
+UPDATE_CHUNK = 10_000
+
+TASKS, ITEMS, FILES = Task.__table__, Item.__table__, File.__table__
+TASK_COUNTS, NODE_COUNTS, MINUTE_COUNTS, COUNTERS = (
+    TaskCount.__table__,
+    NodeCount.__table__,
+    MinuteCount.__table__,
+    Counter.__table__,
+)
+KEPT_TABLES = (TASK_COUNTS, NODE_COUNTS, MINUTE_COUNTS, COUNTERS)
+
+#: Names in ``counters``.
+UNIQUE_FILES, UNIQUE_BYTES, KNOWN_SKIPPED, GONE_UPSTREAM = "unique_files", "unique_bytes", "known_skipped", "gone"
+
+
+def item_counter(state: str) -> str:
+    return f"items.{state}"
+
+
+def minute_of(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+@dataclass
+class Tally:
+    """What one transaction changed, as count deltas; written by ``_write`` at commit."""
+
+    tasks: collections.Counter = field(default_factory=collections.Counter)  # (kind, site, state)
+    counters: collections.Counter = field(default_factory=collections.Counter)  # name
+    nodes: dict[int, list[int]] = field(default_factory=dict)  # client -> [tasks_done, files, bytes]
+    minutes: dict[tuple[datetime, str, int], list[int]] = field(default_factory=dict)  # -> [done, bytes]
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.counters or self.nodes or self.minutes)
+
+    def task_moved(self, kind: str, site: str, was: str | None, state: str | None, n: int = 1) -> None:
+        """``n`` tasks went from ``was`` to ``state`` (None: created / deleted)."""
+        if was == state:
+            return
+        if was is not None:
+            self.tasks[(kind, site, was)] -= n
+        if state is not None:
+            self.tasks[(kind, site, state)] += n
+
+    def node(self, client_id: int, *, done: int = 0, files: int = 0, size: int = 0) -> None:
+        entry = self.nodes.setdefault(client_id, [0, 0, 0])
+        entry[0] += done
+        entry[1] += files
+        entry[2] += size
+
+    def completed(self, at: datetime, kind: str, client_id: int, *, done: int = 0, size: int = 0) -> None:
+        """Tasks completed / bytes recorded at ``at`` by a node (the per-minute history)."""
+        entry = self.minutes.setdefault((minute_of(at), kind, client_id), [0, 0])
+        entry[0] += done
+        entry[1] += size
+
+    def task_rows(self, rows: Iterable[Any]) -> None:
+        """Tasks before and after a change, each a ``TaskChange``-shaped row."""
+        for row in rows:
+            self.task_moved(row.kind, row.site, row.was, row.state)
+            if row.was == TaskState.DONE and row.was_by is not None:
+                self.node(row.was_by, done=-1)
+            if row.state == TaskState.DONE and row.done_by is not None:
+                self.node(row.done_by, done=1)
+            if row.kind == TaskKind.METADATA and (row.was_known or 0) != (row.known_count or 0):
+                self.counters[KNOWN_SKIPPED] += (row.known_count or 0) - (row.was_known or 0)
+
+
+@dataclass(frozen=True)
+class TaskChange:
+    """One task before and after a write, as ``Tally.task_rows`` reads it."""
+
+    kind: str
+    site: str
+    was: str | None
+    state: str | None
+    was_by: int | None = None
+    done_by: int | None = None
+    was_known: int | None = None
+    known_count: int | None = None
+
+
+def tally(session: Session) -> Tally:
+    """The tally of the session's current transaction."""
+    found = session.info.get("tally")
+    if found is None:
+        found = session.info["tally"] = Tally()
+    return found
+
+
+@event.listens_for(Session, "before_commit")
+def _write_on_commit(session: Session) -> None:
+    pending = session.info.pop("tally", None)
+    if pending:
+        _write(session.connection(), pending)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_on_rollback(session: Session) -> None:
+    session.info.pop("tally", None)
+
+
+# ------------------------------------------------------------------- writing
+
+
+def _write(connection: Connection, pending: Tally) -> None:
+    postgresql = connection.dialect.name == "postgresql"
+    shard = (func.pg_backend_pid() % SHARDS) if postgresql else literal(0)
+    rows = [
+        {"kind": kind, "site": site, "state": state, "n": n}
+        for (kind, site, state), n in sorted(pending.tasks.items())
+        if n
+    ]
+    _add(connection, TASK_COUNTS, shard, rows, ("n",))
+    _add(
+        connection,
+        NODE_COUNTS,
+        shard,
+        [
+            {"client_id": client, "tasks_done": done, "files": files, "bytes": size}
+            for client, (done, files, size) in sorted(pending.nodes.items())
+        ],
+        ("tasks_done", "files", "bytes"),
+    )
+    _add(
+        connection,
+        MINUTE_COUNTS,
+        shard,
+        [
+            {"minute": minute, "kind": kind, "client_id": client, "done": done, "bytes": size}
+            for (minute, kind, client), (done, size) in sorted(pending.minutes.items())
+        ],
+        ("done", "bytes"),
+    )
+    _add(
+        connection,
+        COUNTERS,
+        shard,
+        [{"name": name, "n": n} for name, n in sorted(pending.counters.items()) if n],
+        ("n",),
+    )
+    if pending.minutes:
+        _prune_minutes(connection, max(minute for minute, _, _ in pending.minutes))
+
+
+def _add(connection: Connection, table: Table, shard, rows: list[dict[str, Any]], amounts: Sequence[str]) -> None:
+    """Add each row's amounts to its count (created at the first change)."""
+    if not rows:
+        return
+    insert = _dialect_insert(connection, table).values(shard=shard)
+    statement = insert.on_conflict_do_update(
+        index_elements=[column.name for column in table.primary_key.columns],
+        set_={name: table.c[name] + insert.excluded[name] for name in amounts},
+    )
+    connection.execute(statement, rows)
+
+
+def _dialect_insert(connection: Connection, table: Table):
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+_pruned_before: dict[str, datetime] = {}
+
+
+def _prune_minutes(connection: Connection, newest: datetime) -> None:
+    """Forget minutes older than a day, once per new minute per process."""
+    key = str(connection.engine.url)
+    if _pruned_before.get(key) == newest:
+        return
+    _pruned_before[key] = newest
+    connection.execute(delete(MINUTE_COUNTS).where(MINUTE_COUNTS.c.minute < newest - MINUTES_KEPT))
+
+
+# ---------------------------------------------------------- counted updates
+
+
+_TRACKED = {"tasks": ("state", "done_by", "known_count"), "items": ("state",)}
+
+
+def update_counted(session: Session, table: Table, where, values: dict[str, Any], returning: Sequence = ()) -> list:
+    """``UPDATE table SET values WHERE where`` (tasks or items) for a write that cannot tell
+    from its own statement which states its rows left: their states are read first, under
+    lock (rows in id order), and the update goes through those rows only. Returns the
+    rows changed, with their id, tracked columns and ``returning`` columns."""
+    tracked = _TRACKED[table.name]
+    names = {"id", *tracked}
+    returning = [column for column in returning if column.name not in names]
+    key_columns = (table.c.kind, table.c.site) if table is TASKS else ()
+    before = (
+        select(table.c.id, *key_columns, *(table.c[name] for name in tracked))
+        .where(where)
+        .order_by(table.c.id)
+        .with_for_update()
+    )
+    old = {row.id: row for row in session.execute(before)}
+    if not old:
+        return []
+    postgresql = is_postgresql(session)
+    statement = (
+        update(table)
+        .where(in_list(table.c.id, "ids", postgresql))
+        .values(values)
+        .returning(table.c.id, *(table.c[name] for name in tracked), *returning)
+        .execution_options(synchronize_session=False)
+    )
+    ids, changed = list(old), []
+    for start in range(0, len(ids), UPDATE_CHUNK):
+        changed += session.execute(statement, {"ids": ids[start : start + UPDATE_CHUNK]}).all()
+    count = tally(session)
+    if table is TASKS:
+        count.task_rows(
+            TaskChange(
+                old[row.id].kind,
+                old[row.id].site,
+                old[row.id].state,
+                row.state,
+                old[row.id].done_by,
+                row.done_by,
+                old[row.id].known_count,
+                row.known_count,
+            )
+            for row in changed
+        )
+    else:
+        for row in changed:
+            if old[row.id].state != row.state:
+                count.counters[item_counter(old[row.id].state)] -= 1
+                count.counters[item_counter(row.state)] += 1
+    return changed
+
+
+#: Transaction-scoped locks on content hashes, taken in hash order (no cycle between two submits).
+LOCK_CONTENT = text(
+    "SELECT pg_advisory_xact_lock(hashtextextended(h, 0)) FROM "
+    "(SELECT h FROM unnest(CAST(:hashes AS text[])) AS h ORDER BY h) AS sorted"
+)
+
+
+def new_content(session: Session, hashes: Iterable[str]) -> set[str]:
+    """Which of these sha256 no file has yet: call it before inserting the files.
+
+    On PostgreSQL each of them is then locked (an advisory lock, in hash order, held to
+    commit) and looked up again: of two submits of the same new content, the second
+    waits for the first and sees its file, so the content is counted once."""
+    hashes = sorted(set(hashes))
+    if not hashes:
+        return set()
+    postgresql = is_postgresql(session)
+    lookup = select(FILES.c.sha256).where(in_list(FILES.c.sha256, "hashes", postgresql)).distinct()
+    new = sorted(set(hashes) - set(session.scalars(lookup, {"hashes": hashes})))
+    if new and postgresql:
+        session.execute(LOCK_CONTENT, {"hashes": new})
+        new = sorted(set(new) - set(session.scalars(lookup, {"hashes": new})))
+    return set(new)
+
+
+def files_recorded(
+    session: Session, client_id: int, files: Sequence[tuple[str, int]], new: set[str], now: datetime
+) -> None:
+    """A node recorded these files (sha256, size; ``new``: hashes no file had before):
+    its totals, the minute's bytes, the distinct content the archive holds."""
+    if not files:
+        return
+    size = sum(size for _, size in files)
+    count = tally(session)
+    count.node(client_id, files=len(files), size=size)
+    count.completed(now, TaskKind.DOWNLOAD, client_id, size=size)
+    largest: dict[str, int] = {}
+    for sha256, file_size in files:
+        if sha256 in new:
+            largest[sha256] = max(file_size, largest.get(sha256, 0))
+    count.counters[UNIQUE_FILES] += len(largest)
+    count.counters[UNIQUE_BYTES] += sum(largest.values())
+
+
+# ------------------------------------------------------------------- reading
+
+
+def task_counts(session: Session) -> list[tuple[str, str, str, int]]:
+    """(kind, site, state, tasks) for every non-zero count."""
+    total = func.sum(TASK_COUNTS.c.n)
+    rows = session.execute(
+        select(TASK_COUNTS.c.kind, TASK_COUNTS.c.site, TASK_COUNTS.c.state, total)
+        .group_by(TASK_COUNTS.c.kind, TASK_COUNTS.c.site, TASK_COUNTS.c.state)
+        .having(total != 0)
+    )
+    return [(kind, site, state, int(n)) for kind, site, state, n in rows]
+
+
+def counter_values(session: Session) -> dict[str, int]:
+    rows = session.execute(select(COUNTERS.c.name, func.sum(COUNTERS.c.n)).group_by(COUNTERS.c.name))
+    return {name: int(n) for name, n in rows}
+
+
+def item_counts(session: Session, counters: dict[str, int] | None = None) -> dict[str, int]:
+    counters = counter_values(session) if counters is None else counters
+    return {state.value: counters.get(item_counter(state), 0) for state in ItemState}
+
+
+def node_totals(session: Session) -> dict[int, dict[str, int]]:
+    """Per node: tasks done (still done), files and bytes recorded."""
+    rows = session.execute(
+        select(
+            NODE_COUNTS.c.client_id,
+            func.sum(NODE_COUNTS.c.tasks_done),
+            func.sum(NODE_COUNTS.c.files),
+            func.sum(NODE_COUNTS.c.bytes),
+        ).group_by(NODE_COUNTS.c.client_id)
+    )
+    return {client: {"tasks_done": int(d), "files": int(f), "bytes": int(b)} for client, d, f, b in rows}
+
+
+def minutes_since(session: Session, since: datetime) -> list[tuple[datetime, str, int, int, int]]:
+    """(minute, kind, node, done, bytes) of the minutes from ``since`` on."""
+    rows = session.execute(
+        select(
+            MINUTE_COUNTS.c.minute,
+            MINUTE_COUNTS.c.kind,
+            MINUTE_COUNTS.c.client_id,
+            func.sum(MINUTE_COUNTS.c.done),
+            func.sum(MINUTE_COUNTS.c.bytes),
+        )
+        .where(MINUTE_COUNTS.c.minute >= minute_of(since))
+        .group_by(MINUTE_COUNTS.c.minute, MINUTE_COUNTS.c.kind, MINUTE_COUNTS.c.client_id)
+    )
+    return [(minute, kind, client, int(done), int(size)) for minute, kind, client, done, size in rows]
+
+
+# ------------------------------------------------------------------ recounting
+
+
+def rebuild(session: Session, now: datetime) -> None:
+    """Count everything again from the tables, in one transaction (writers wait on
+    PostgreSQL: the tables are locked against changes while they are counted)."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("LOCK TABLE tasks, items, files IN SHARE MODE"))
+    for table in KEPT_TABLES:
+        connection.execute(delete(table))
+    recount_into(connection, now)
+    session.commit()
+
+
+def recount_into(connection: Connection, now: datetime | None = None) -> None:
+    """Fill the (empty) kept tables from counts of the tables, as shard 0."""
+    now = now or datetime.now(UTC)
+    recount = recounted(connection, now)
+    shard = literal(0)
+    _add(connection, TASK_COUNTS, shard, recount["tasks"], ("n",))
+    _add(connection, NODE_COUNTS, shard, recount["nodes"], ("tasks_done", "files", "bytes"))
+    _add(connection, MINUTE_COUNTS, shard, recount["minutes"], ("done", "bytes"))
+    _add(connection, COUNTERS, shard, recount["counters"], ("n",))
+
+
+def recounted(connection: Connection, now: datetime) -> dict[str, list[dict[str, Any]]]:
+    """What the kept tables should hold, counted from the tables (one GROUP BY each)."""
+    tasks = [
+        {"kind": kind, "site": site, "state": state, "n": n}
+        for kind, site, state, n in connection.execute(
+            select(TASKS.c.kind, TASKS.c.site, TASKS.c.state, func.count()).group_by(
+                TASKS.c.kind, TASKS.c.site, TASKS.c.state
+            )
+        )
+    ]
+    nodes: dict[int, dict[str, Any]] = {}
+    done_by = select(TASKS.c.done_by, func.count()).where(TASKS.c.state == TaskState.DONE, TASKS.c.done_by.is_not(None))
+    for client, n in connection.execute(done_by.group_by(TASKS.c.done_by)):
+        nodes[client] = {"client_id": client, "tasks_done": n, "files": 0, "bytes": 0}
+    per_node = select(FILES.c.client_id, func.count(), func.sum(FILES.c.size)).group_by(FILES.c.client_id)
+    for client, files, size in connection.execute(per_node):
+        entry = nodes.setdefault(client, {"client_id": client, "tasks_done": 0, "files": 0, "bytes": 0})
+        entry.update(files=files, bytes=int(size or 0))
+
+    since = minute_of(now - MINUTES_KEPT)
+    minutes: dict[tuple, dict[str, Any]] = {}
+    minute = _minute_expression(connection, TASKS.c.done_at)
+    done = (
+        select(minute, TASKS.c.kind, TASKS.c.done_by, func.count())
+        .where(TASKS.c.done_at >= since, TASKS.c.done_by.is_not(None))
+        .group_by(minute, TASKS.c.kind, TASKS.c.done_by)
+    )
+    for at, kind, client, n in connection.execute(done):
+        at = _as_minute(at)
+        minutes[(at, kind, client)] = {"minute": at, "kind": kind, "client_id": client, "done": n, "bytes": 0}
+    minute = _minute_expression(connection, FILES.c.created_at)
+    recorded = (
+        select(minute, FILES.c.client_id, func.sum(FILES.c.size))
+        .where(FILES.c.created_at >= since)
+        .group_by(minute, FILES.c.client_id)
+    )
+    for at, client, size in connection.execute(recorded):
+        at = _as_minute(at)
+        key = (at, TaskKind.DOWNLOAD.value, client)
+        entry = minutes.setdefault(
+            key, {"minute": at, "kind": TaskKind.DOWNLOAD.value, "client_id": client, "done": 0, "bytes": 0}
+        )
+        entry["bytes"] = int(size or 0)
+
+    counters = {
+        item_counter(state): n
+        for state, n in connection.execute(select(ITEMS.c.state, func.count()).group_by(ITEMS.c.state))
+    }
+    per_content = select(func.max(FILES.c.size).label("size")).group_by(FILES.c.sha256).subquery()
+    unique_files, unique_bytes = connection.execute(
+        select(func.count(), func.coalesce(func.sum(per_content.c.size), 0)).select_from(per_content)
+    ).one()
+    counters[UNIQUE_FILES], counters[UNIQUE_BYTES] = unique_files, int(unique_bytes)
+    counters[KNOWN_SKIPPED] = int(
+        connection.scalar(
+            select(func.coalesce(func.sum(TASKS.c.known_count), 0)).where(TASKS.c.kind == TaskKind.METADATA)
+        )
+    )
+    counters[GONE_UPSTREAM] = connection.scalar(select(func.count()).where(TASKS.c.gone_at.is_not(None)))
+    return {
+        "tasks": sorted(tasks, key=lambda row: (row["kind"], row["site"], row["state"])),
+        "nodes": [nodes[client] for client in sorted(nodes)],
+        "minutes": [minutes[key] for key in sorted(minutes)],
+        "counters": [{"name": name, "n": n} for name, n in sorted(counters.items()) if n],
+    }
+
+
+def differences(session: Session, now: datetime | None = None) -> list[str]:
+    """Where the kept counts differ from a recount (tasks, nodes, counters; the per-minute
+    history is left out: a task done twice in a day is two completions there, one row here)."""
+    from .database import read_only
+
+    now = now or datetime.now(UTC)
+    read_only(session)
+    have, want = kept(session), recounted(session.connection(), now)
+    lines = []
+    for part in ("tasks", "nodes", "counters"):
+        extra = [row for row in have[part] if row not in want[part]]
+        missing = [row for row in want[part] if row not in have[part]]
+        lines += [f"{part}: kept {row}" for row in extra] + [f"{part}: counted {row}" for row in missing]
+    return lines
+
+
+def _minute_expression(connection: Connection, column):
+    if connection.dialect.name == "postgresql":
+        return func.date_trunc("minute", column)
+    # SQLite stores the timestamps as text: 'YYYY-MM-DD HH:MM:SS.ffffff'
+    return func.substr(column, 1, 16)
+
+
+def _as_minute(value: Any) -> datetime:
+    if isinstance(value, str):
+        return datetime.strptime(value, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def kept(session: Session) -> dict[str, list[dict[str, Any]]]:
+    """The kept tables as ``recounted`` shapes them (shards added up, zeros left out):
+    what a test compares with a recount."""
+    tasks = [{"kind": k, "site": s, "state": st, "n": n} for k, s, st, n in task_counts(session)]
+    nodes = [
+        {"client_id": client} | values
+        for client, values in sorted(node_totals(session).items())
+        if any(values.values())
+    ]
+    minutes = [
+        {"minute": minute, "kind": kind, "client_id": client, "done": done, "bytes": size}
+        for minute, kind, client, done, size in sorted(minutes_since(session, EPOCH))
+        if done or size
+    ]
+    return {
+        "tasks": sorted(tasks, key=lambda row: (row["kind"], row["site"], row["state"])),
+        "nodes": nodes,
+        "minutes": minutes,
+        "counters": [{"name": name, "n": n} for name, n in sorted(counter_values(session).items()) if n],
+    }
