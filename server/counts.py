@@ -307,12 +307,12 @@ def files_recorded(
     count = tally(session)
     count.node(client_id, files=len(files), size=size)
     count.completed(now, TaskKind.DOWNLOAD, client_id, size=size)
-    largest: dict[str, int] = {}
+    first: dict[str, int] = {}  # a content's size is its first file's (one a node lied about counts once)
     for sha256, file_size in files:
         if sha256 in new:
-            largest[sha256] = max(file_size, largest.get(sha256, 0))
-    count.counters[UNIQUE_FILES] += len(largest)
-    count.counters[UNIQUE_BYTES] += sum(largest.values())
+            first.setdefault(sha256, file_size)
+    count.counters[UNIQUE_FILES] += len(first)
+    count.counters[UNIQUE_BYTES] += sum(first.values())
 
 
 # ------------------------------------------------------------------- reading
@@ -442,9 +442,9 @@ def recounted(connection: Connection, now: datetime) -> dict[str, list[dict[str,
         item_counter(state): n
         for state, n in connection.execute(select(ITEMS.c.state, func.count()).group_by(ITEMS.c.state))
     }
-    per_content = select(func.max(FILES.c.size).label("size")).group_by(FILES.c.sha256).subquery()
+    firsts = select(func.min(FILES.c.id)).group_by(FILES.c.sha256).scalar_subquery()
     unique_files, unique_bytes = connection.execute(
-        select(func.count(), func.coalesce(func.sum(per_content.c.size), 0)).select_from(per_content)
+        select(func.count(), func.coalesce(func.sum(FILES.c.size), 0)).where(FILES.c.id.in_(firsts))
     ).one()
     counters[UNIQUE_FILES], counters[UNIQUE_BYTES] = unique_files, int(unique_bytes)
     counters[KNOWN_SKIPPED] = int(
