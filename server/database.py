@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import json
 import operator
 import os
 import sqlite3
@@ -12,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Table, any_, bindparam, event, func, literal_column, select
+from sqlalchemy import JSON, DateTime, Table, Text, any_, bindparam, cast, event, func, literal_column, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.sql import ColumnElement
@@ -213,6 +214,10 @@ def prepare_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> 
     pick = operator.itemgetter(*columns)
     values = [pick(row) for row in rows] if len(columns) > 1 else [(pick(row),) for row in rows]
     if is_postgresql(session):
+        # JSON values go to PostgreSQL as text (cast back in ``_unnest_insert``): a list
+        # inside an array parameter would be read as another dimension.
+        for position in _json_positions(table, columns):
+            values = [(*row[:position], json.dumps(row[position]), *row[position + 1 :]) for row in values]
         return PreparedRows(table, columns, values)
     processors = _sqlite_processors(table, columns)
     for position, process in enumerate(processors):
@@ -256,6 +261,15 @@ def insert_rows(session: Session, rows: PreparedRows) -> int:
     )
 
 
+def copy_rows(session: Session, rows: PreparedRows) -> None:
+    """Load a batch with PostgreSQL's ``COPY``, the fastest way in (bulk imports); unlike
+    ``insert_rows`` a row that conflicts with a unique index fails the transaction."""
+    cursor = session.connection().connection.driver_connection.cursor()
+    with cursor.copy(f"COPY {rows.table.name} ({', '.join(rows.columns)}) FROM STDIN") as copy:
+        for row in rows.values:
+            copy.write_row(row)
+
+
 @functools.cache
 def _sqlite_processors(table: Table, columns: tuple[str, ...]) -> tuple:
     from sqlalchemy.dialects import sqlite
@@ -269,13 +283,18 @@ def _unnest_insert(table: Table, columns: tuple[str, ...]):
     from sqlalchemy.dialects.postgresql import ARRAY
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-    arrays = [bindparam(f"a_{name}", type_=ARRAY(table.c[name].type)) for name in columns]
+    json_columns = {columns[position] for position in _json_positions(table, columns)}
+    arrays = [
+        bindparam(f"a_{name}", type_=ARRAY(Text() if name in json_columns else table.c[name].type)) for name in columns
+    ]
     unnested = func.unnest(*arrays).table_valued(*columns).render_derived()
-    return (
-        pg_insert(table)
-        .from_select(list(columns), select(*[unnested.c[name] for name in columns]))
-        .on_conflict_do_nothing()
-    )
+    picked = [cast(unnested.c[name], JSON) if name in json_columns else unnested.c[name] for name in columns]
+    return pg_insert(table).from_select(list(columns), select(*picked)).on_conflict_do_nothing()
+
+
+@functools.cache
+def _json_positions(table: Table, columns: tuple[str, ...]) -> tuple[int, ...]:
+    return tuple(position for position, name in enumerate(columns) if isinstance(table.c[name].type, JSON))
 
 
 def in_list(column: ColumnElement[Any], name: str, postgresql: bool) -> ColumnElement[bool]:

@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from common.states import ItemState, TaskKind, TaskState
 
-from .counts import TaskChange, item_counter, tally, update_counted
-from .database import utcnow
+from .counts import TaskChange, item_counter, tally
+from .database import copy_rows, in_list, insert_rows, is_postgresql, prepare_rows, sql_literal, utcnow
 from .errors import InvalidInput
 from .item_state import refresh_item_states
 from .models import Item, Task
@@ -41,6 +42,9 @@ MAX_REPORTED_ERRORS = 1000
 MAX_KEY = 500
 MAX_TEXT = 4000
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
+#: ``json.dumps(identity, sort_keys=True, ensure_ascii=False)`` without its per-call set-up:
+#: the same text, so content hashes of earlier imports still match.
+_IDENTITY_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
 _SITE_SEPARATORS = re.compile(r"[\s,;|]+")
 _SPACES = re.compile(r"\s+")
 
@@ -268,7 +272,10 @@ def _parse_row(values: list[str], header: list[str], extra_columns: list[str], l
     if url is not None:
         if len(url) > MAX_TEXT:
             raise RowRejected(f"url is longer than {MAX_TEXT} characters")
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+        except ValueError as problem:  # e.g. an IPv6 host without its closing bracket
+            raise RowRejected(f"url is not a valid URL ({problem}): {url!r}") from None
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise RowRejected(f"url must be an http(s) URL, got {url!r}")
     if query is not None:
@@ -308,7 +315,7 @@ def _parse_row(values: list[str], header: list[str], extra_columns: list[str], l
     identity = [url, query, title, restriction, priority, extra]
     if check_every is not None:  # rows without it hash as before: re-importing old files changes nothing
         identity.append(check_every)
-    content = json.dumps(identity, sort_keys=True, ensure_ascii=False)
+    content = _IDENTITY_JSON(identity)
     return _Row(
         line,
         key,
@@ -345,31 +352,71 @@ def _targets(url: str | None, query: str | None, restriction: list[str] | None, 
     return {site.name: site.search_url_for(query) for site in chosen}
 
 
+#: The stored side of a chunk's keys: what a row is compared with.
+EXISTING_COLUMNS = (
+    ITEMS.c.id,
+    ITEMS.c.key,
+    ITEMS.c.content_hash,
+    ITEMS.c.import_id,
+    ITEMS.c.import_line,
+    ITEMS.c.state,
+)
+
+
 def _store_chunk(session: Session, rows: list[_Row], report: ImportReport, reject, now: datetime) -> None:
+    """One transaction: new rows inserted, unchanged ones marked as seen by this import,
+    changed ones applied; every write a statement per chunk (or one executemany). On
+    PostgreSQL another import may add one of these keys first: the chunk is then rolled
+    back and read again (those keys are stored now)."""
+    for attempt in range(3):
+        try:
+            outcome = _write_chunk(session, rows, report.import_id, now)
+            break
+        except IntegrityError:
+            session.rollback()
+            if attempt == 2 or not is_postgresql(session):
+                raise
+    report.added += outcome.added
+    report.updated += outcome.updated
+    report.unchanged += outcome.unchanged
+    for error in outcome.rejected:
+        reject(error)
+
+
+@dataclass
+class _ChunkOutcome:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[RowError] = field(default_factory=list)
+
+
+def _write_chunk(session: Session, rows: list[_Row], import_id: str, now: datetime) -> _ChunkOutcome:
+    outcome = _ChunkOutcome()
+    postgresql = is_postgresql(session)
+    keys = sorted({row.key for row in rows})
     existing = {
         row.key: row
         for row in session.execute(
-            select(Item.id, Item.key, Item.content_hash, Item.import_id, Item.import_line).where(
-                Item.key.in_({row.key for row in rows})
-            )
+            select(*EXISTING_COLUMNS).where(in_list(ITEMS.c.key, "keys", postgresql)), {"keys": keys}
         )
     }
     seen_here: dict[str, _Row] = {}
     new_rows: list[_Row] = []
-    touched: list[dict[str, Any]] = []
-    changed: list[tuple[int, _Row]] = []
+    touched: list[tuple[int, int]] = []
+    changed: list[tuple[Any, _Row]] = []
     for row in rows:
         earlier = seen_here.get(row.key)
         stored = existing.get(row.key)
         earlier_line = earlier.line if earlier is not None else None
         earlier_hash = earlier.content_hash if earlier is not None else None
-        if earlier is None and stored is not None and stored.import_id == report.import_id:
+        if earlier is None and stored is not None and stored.import_id == import_id:
             earlier_line, earlier_hash = stored.import_line, stored.content_hash
         if earlier_line is not None:
             if earlier_hash == row.content_hash:
-                report.unchanged += 1  # the same row twice in one file is harmless
+                outcome.unchanged += 1  # the same row twice in one file is harmless
             else:
-                reject(
+                outcome.rejected.append(
                     RowError(
                         row.line, f"key {row.key!r} already used on line {earlier_line} with other values", row.key
                     )
@@ -379,37 +426,198 @@ def _store_chunk(session: Session, rows: list[_Row], report: ImportReport, rejec
         if stored is None:
             new_rows.append(row)
         elif stored.content_hash == row.content_hash:
-            report.unchanged += 1
-            touched.append({"id": stored.id, "import_id": report.import_id, "import_line": row.line})
+            outcome.unchanged += 1
+            touched.append((stored.id, row.line))
         else:
-            changed.append((stored.id, row))
+            changed.append((stored, row))
 
     if new_rows:
-        ids = dict(
-            session.execute(
-                Item.__table__.insert().returning(Item.key, Item.id),
-                [_item_values(row, report.import_id, now) | {"created_at": now} for row in new_rows],
-            ).all()
-        )
-        tasks = [
-            new_metadata_task(ids[row.key], site, url, row.priority, now, check_every=row.check_every)
-            for row in new_rows
-            for site, url in row.targets.items()
-        ]
-        session.execute(Task.__table__.insert(), tasks)
-        count = tally(session)
-        count.counters[item_counter(ItemState.PENDING)] += len(new_rows)
-        for (site, state), n in collections.Counter((task["site"], task["state"]) for task in tasks).items():
-            count.task_moved(TaskKind.METADATA, site, None, state, n)
-        report.added += len(new_rows)
+        outcome.added = _insert_new(session, new_rows, import_id, now)
     if touched:
-        session.execute(update(Item), touched)
-    for item_id, row in changed:
-        _apply_change(session, item_id, row, report.import_id, now)
+        _mark_seen(session, touched, import_id)
     if changed:
-        refresh_item_states(session, [item_id for item_id, _ in changed])
-        report.updated += len(changed)
+        _apply_changes(session, changed, import_id, now)
+        outcome.updated = len(changed)
     session.commit()
+    return outcome
+
+
+def _insert_new(session: Session, rows: list[_Row], import_id: str, now: datetime) -> int:
+    """Items and their metadata tasks, each table in one driver call. Item ids are taken
+    first (SQLite: after the highest, inside the write lock; PostgreSQL: from the
+    sequence), so the tasks need no answer from the item insert."""
+    ids = _new_item_ids(session, len(rows))
+    items = [
+        _item_values(row, import_id, now) | {"id": item_id, "created_at": now}
+        for row, item_id in zip(rows, ids, strict=True)
+    ]
+    tasks = [
+        new_metadata_task(item_id, site, url, row.priority, now, check_every=row.check_every)
+        for row, item_id in zip(rows, ids, strict=True)
+        for site, url in row.targets.items()
+    ]
+    # PostgreSQL: COPY, the fastest way in (a key another import added meanwhile fails the
+    # chunk, which is then read again: see ``_store_chunk``)
+    load = copy_rows if is_postgresql(session) else insert_rows
+    load(session, prepare_rows(session, ITEMS, items))
+    load(session, prepare_rows(session, TASKS, tasks))
+    count = tally(session)
+    count.counters[item_counter(ItemState.PENDING)] += len(rows)
+    for site, n in collections.Counter(task["site"] for task in tasks).items():
+        count.task_moved(TaskKind.METADATA, site, None, TaskState.QUEUED, n)
+    return len(rows)
+
+
+def _new_item_ids(session: Session, n: int) -> list[int]:
+    if is_postgresql(session):
+        sequence = text("SELECT nextval(pg_get_serial_sequence('items', 'id')) FROM generate_series(1, :n)")
+        return list(session.scalars(sequence, {"n": n}))
+    highest = session.scalar(select(func.coalesce(func.max(ITEMS.c.id), 0)))
+    return list(range(highest + 1, highest + 1 + n))
+
+
+def _mark_seen(session: Session, touched: list[tuple[int, int]], import_id: str) -> None:
+    """Unchanged rows: this import saw them, on these lines (a later row of the file with
+    the same key and other values is then refused, naming the line)."""
+    if is_postgresql(session):
+        ids, lines = zip(*touched, strict=True)
+        session.execute(MARK_SEEN_POSTGRESQL, {"import_id": import_id, "ids": list(ids), "lines": list(lines)})
+        return
+    session.connection().exec_driver_sql(
+        "UPDATE items SET import_id = ?, import_line = ? WHERE id = ?",
+        [(import_id, line, item_id) for item_id, line in touched],
+    )
+
+
+MARK_SEEN_POSTGRESQL = text(
+    "UPDATE items SET import_id = :import_id, import_line = seen.line "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:lines AS bigint[])) AS seen(id, line) WHERE items.id = seen.id"
+)
+
+
+def _apply_changes(session: Session, changed: list[tuple[Any, _Row]], import_id: str, now: datetime) -> None:
+    """Changed rows: new values, and a fresh start for sites whose target URL changed; a
+    subscription's new interval applies from now; the new priority applies to what still
+    waits. The items' metadata tasks are read once (locked) and written in batches."""
+    count = tally(session)
+    values = [_item_values(row, import_id, now) | {"b_id": stored.id} for stored, row in changed]
+    session.execute(UPDATE_ITEM, values)
+    for stored, _ in changed:
+        if stored.state != ItemState.PENDING:
+            count.counters[item_counter(stored.state)] -= 1
+            count.counters[item_counter(ItemState.PENDING)] += 1
+    item_ids = [stored.id for stored, _ in changed]
+    current: dict[int, dict[str, Any]] = collections.defaultdict(dict)
+    metadata = (TASKS.c.kind == TaskKind.METADATA) & TASKS.c.item_id.in_(item_ids)
+    columns = (
+        TASKS.c.id,
+        TASKS.c.item_id,
+        TASKS.c.site,
+        TASKS.c.url,
+        TASKS.c.state,
+        TASKS.c.done_by,
+        TASKS.c.known_count,
+    )
+    for task in session.execute(select(*columns).where(metadata).order_by(TASKS.c.id).with_for_update()):
+        current[task.item_id][task.site] = task
+    dropped, added, restarted, interval, finished, waiting, priorities = [], [], [], [], [], [], []
+    for stored, row in changed:
+        tasks = current[stored.id]
+        dropped += [task for site, task in tasks.items() if site not in row.targets]
+        for site, url in row.targets.items():
+            task = tasks.get(site)
+            if task is None:
+                added.append(new_metadata_task(stored.id, site, url, row.priority, now, check_every=row.check_every))
+            elif task.url != url:
+                restarted.append((task, url))
+        kept = [task for site, task in tasks.items() if site in row.targets]
+        restarted_ids = {task.id for task, _ in restarted}
+        interval += [{"b_id": task.id, "b_every": row.check_every} for task in kept]
+        after = [(task, TaskState.QUEUED if task.id in restarted_ids else task.state) for task in kept]
+        # A finished check becomes a subscription due now; a waiting subscription that is no longer one is done.
+        if row.check_every is not None:
+            finished += [task for task, state in after if state in (TaskState.DONE, TaskState.NOT_FOUND)]
+        else:
+            waiting += [task for task, state in after if state == TaskState.SCHEDULED]
+        priorities.append({"b_item": stored.id, "b_priority": row.priority})
+    if dropped:
+        # A lease still holding one of these gets a conflict for it when it reports.
+        session.execute(delete(Task).where(Task.id.in_([task.id for task in dropped])))
+        count.task_rows(
+            TaskChange(TaskKind.METADATA, t.site, t.state, None, was_by=t.done_by, was_known=t.known_count)
+            for t in dropped
+        )
+    if added:
+        insert_rows(session, prepare_rows(session, TASKS, added))
+        for task in added:
+            count.task_moved(TaskKind.METADATA, task["site"], None, TaskState.QUEUED)
+    if restarted:
+        fresh = {f"b_{name}": value for name, value in fresh_start(now).items()}
+        session.execute(RESTART_TASK, [fresh | {"b_id": task.id, "b_url": url} for task, url in restarted])
+        count.task_rows(
+            TaskChange(TaskKind.METADATA, t.site, t.state, TaskState.QUEUED, t.done_by, None, t.known_count, None)
+            for t, _ in restarted
+        )
+    if interval:
+        session.execute(SET_INTERVAL, [row | {"b_now": now} for row in interval])
+    for tasks, state in ((finished, TaskState.SCHEDULED), (waiting, TaskState.DONE)):
+        if not tasks:
+            continue
+        moved = {"state": state, "updated_at": now} | ({"available_at": now} if state == TaskState.SCHEDULED else {})
+        session.execute(update(Task).where(Task.id.in_([task.id for task in tasks])).values(moved))
+        count.task_rows(TaskChange(TaskKind.METADATA, t.site, t.state, state, t.done_by, t.done_by) for t in tasks)
+    session.execute(SET_PRIORITY, [row | {"b_now": now} for row in priorities])
+    refresh_item_states(session, item_ids)
+
+
+UPDATE_ITEM = (
+    update(ITEMS)
+    .where(ITEMS.c.id == bindparam("b_id"))
+    .values(
+        {
+            name: bindparam(name)
+            for name in (
+                "key",
+                "url",
+                "query",
+                "title",
+                "sites",
+                "priority",
+                "check_every",
+                "extra",
+                "content_hash",
+                "state",
+                "import_id",
+                "import_line",
+                "updated_at",
+            )
+        }
+    )
+)
+RESTART_TASK = (
+    update(TASKS)
+    .where(TASKS.c.id == bindparam("b_id"))
+    .values({"url": bindparam("b_url"), **{name: bindparam(f"b_{name}") for name in fresh_start(utcnow())}})
+)
+SET_INTERVAL = (
+    update(TASKS)
+    .where(TASKS.c.id == bindparam("b_id"))
+    .values(check_every=bindparam("b_every"), updated_at=bindparam("b_now"))
+)
+#: The new priority applies to whatever of an item still waits in the queue.
+SET_PRIORITY = (
+    update(TASKS)
+    .where(
+        TASKS.c.item_id == bindparam("b_item"),
+        or_(
+            *(
+                TASKS.c.state == sql_literal(state)
+                for state in (TaskState.QUEUED, TaskState.SCHEDULED, TaskState.PAUSED)
+            )
+        ),
+    )
+    .values(priority=bindparam("b_priority"), updated_at=bindparam("b_now"))
+)
 
 
 def _item_values(row: _Row, import_id: str, now: datetime) -> dict[str, Any]:
@@ -428,50 +636,3 @@ def _item_values(row: _Row, import_id: str, now: datetime) -> dict[str, Any]:
         "import_line": row.line,
         "updated_at": now,
     }
-
-
-def _apply_change(session: Session, item_id: int, row: _Row, import_id: str, now: datetime) -> None:
-    """A changed row: new values, and a fresh start for sites whose target URL changed."""
-    update_counted(session, ITEMS, ITEMS.c.id == item_id, _item_values(row, import_id, now))
-    count = tally(session)
-    current = dict(
-        session.execute(
-            select(Task.site, Task.url).where(Task.item_id == item_id, Task.kind == TaskKind.METADATA)
-        ).all()
-    )
-    dropped = [site for site in current if site not in row.targets]
-    if dropped:
-        # A lease still holding one of these gets a conflict for it when it reports.
-        deleted = session.execute(
-            delete(Task)
-            .where(Task.item_id == item_id, Task.kind == TaskKind.METADATA, Task.site.in_(dropped))
-            .returning(Task.kind, Task.site, Task.state, Task.done_by, Task.known_count)
-        )
-        count.task_rows(
-            TaskChange(task.kind, task.site, task.state, None, was_by=task.done_by, was_known=task.known_count)
-            for task in deleted
-        )
-    for site, url in row.targets.items():
-        if site not in current:
-            task = new_metadata_task(item_id, site, url, row.priority, now, check_every=row.check_every)
-            session.execute(Task.__table__.insert(), [task])
-            count.task_moved(TaskKind.METADATA, site, None, task["state"])
-        elif current[site] != url:
-            target = (Task.item_id == item_id) & (Task.kind == TaskKind.METADATA) & (Task.site == site)
-            update_counted(session, TASKS, target, {"url": url, **fresh_start(now)})
-    # A new interval applies from now: a finished check becomes a subscription due now, a
-    # waiting subscription that is no longer one is done.
-    metadata = (Task.item_id == item_id) & (Task.kind == TaskKind.METADATA)
-    session.execute(update(Task).where(metadata).values(check_every=row.check_every, updated_at=now))
-    if row.check_every is not None:
-        finished = metadata & Task.state.in_([TaskState.DONE, TaskState.NOT_FOUND])
-        update_counted(session, TASKS, finished, {"state": TaskState.SCHEDULED, "available_at": now, "updated_at": now})
-    else:
-        waiting = metadata & (Task.state == TaskState.SCHEDULED)
-        update_counted(session, TASKS, waiting, {"state": TaskState.DONE, "updated_at": now})
-    # The new priority applies to whatever of this item still waits in the queue.
-    session.execute(
-        update(Task)
-        .where(Task.item_id == item_id, Task.state.in_([TaskState.QUEUED, TaskState.SCHEDULED, TaskState.PAUSED]))
-        .values(priority=row.priority, updated_at=now)
-    )

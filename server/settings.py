@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
     "MAX_INVENTORY_UPLOAD_BYTES": 2 * 1024 * 1024 * 1024,
     # Inventory rows per import transaction: bounds memory and how long a writer holds SQLite.
-    "IMPORT_CHUNK_ROWS": 1000,
+    "IMPORT_CHUNK_ROWS": 5000,
     # Largest anchor file (CSV or gallery-dl archive) POST /known takes; the CLI has no limit.
     "MAX_KNOWN_UPLOAD_BYTES": 1024 * 1024 * 1024,
     # Subscriptions: how often an item is checked again when neither it (the inventory's
