@@ -35,6 +35,7 @@ def init_app(app: Flask) -> None:
         import_known_command,
         report_command,
         events_group,
+        move_to_command,
     ):
         app.cli.add_command(command)
 
@@ -550,7 +551,7 @@ def import_known_command(file, site):
     from .known import import_known
 
     try:
-        report = import_known(db.session, file, sites=context.sites(), source=file.name, site=site)
+        report = import_known(db.session, file, sites=context.sites(), source=getattr(file, "name", "-"), site=site)
     except FetchfleetError as error:
         _fail(error)
     click.echo(report.summary())
@@ -632,3 +633,63 @@ def events_status_command(as_json):
         elif entry.last_delivered_at:
             line += f"; last delivery {entry.last_delivered_at.isoformat(timespec='seconds')}"
         click.echo(line)
+
+
+# ----------------------------------------------------------------------- moving
+
+
+@click.command("move-to")
+@click.argument("target_url")
+@click.option("--replace", is_flag=True, help="Empty a target that already holds data first.")
+@click.option("--chunk-rows", default=10_000, show_default=True, type=click.IntRange(100, 1_000_000))
+@with_appcontext
+def move_to_command(target_url, replace, chunk_rows):
+    """Copy the whole archive (every table, ids kept) into the database at TARGET_URL,
+    e.g. postgresql+psycopg://user@host/fetchfleet; run again to resume an interrupted
+    move. Stop the coordinators first. Ends with row counts and a checksum per table of
+    both databases; exit 1 if any differs."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, OperationalError
+    from tqdm import tqdm
+
+    from .move import check_source_is_current, migrate_target, move
+
+    try:
+        make_url(target_url)
+    except ArgumentError:
+        _fail(FetchfleetError(f"not a database URL: {target_url!r}"), 2)
+    bars: dict[str, tqdm] = {}
+
+    def progress(table: str, done: int, total: int) -> None:
+        bar = bars.get(table)
+        if bar is None:
+            bar = bars[table] = tqdm(total=total, desc=f"{table:>20}", unit=" rows", leave=True, mininterval=1)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    try:
+        check_source_is_current(db.engine)
+        migrate_target(target_url)
+        checks = move(db.engine, target_url, replace=replace, chunk_rows=chunk_rows, progress=progress)
+    except FetchfleetError as error:
+        _fail(error, 2)
+    except OperationalError as error:
+        _fail(FetchfleetError(f"cannot reach the target: {str(error.orig).strip().splitlines()[0]}"), 2)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    click.echo(
+        f"{'table':<20} {'source rows':>12} {'target rows':>12}  {'source checksum':<16}  {'target checksum':<16}"
+    )
+    for check in checks:
+        mark = "ok" if check.equal else "DIFFERS"
+        click.echo(
+            f"{check.name:<20} {check.source_rows:>12} {check.target_rows:>12}  "
+            f"{check.source_checksum:<16}  {check.target_checksum:<16}  {mark}"
+        )
+    differing = [check.name for check in checks if not check.equal]
+    if differing:
+        click.echo(f"the target differs in {', '.join(differing)}", err=True)
+        sys.exit(1)
+    click.echo(f"moved {sum(check.target_rows for check in checks)} rows; point DATABASE_URL at the target")

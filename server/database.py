@@ -264,8 +264,10 @@ def insert_rows(session: Session, rows: PreparedRows) -> int:
 def copy_rows(session: Session, rows: PreparedRows) -> None:
     """Load a batch with PostgreSQL's ``COPY``, the fastest way in (bulk imports); unlike
     ``insert_rows`` a row that conflicts with a unique index fails the transaction."""
-    cursor = session.connection().connection.driver_connection.cursor()
-    with cursor.copy(f"COPY {rows.table.name} ({', '.join(rows.columns)}) FROM STDIN") as copy:
+    connection = session.connection()
+    quote = connection.dialect.identifier_preparer.quote
+    cursor = connection.connection.driver_connection.cursor()
+    with cursor.copy(f"COPY {quote(rows.table.name)} ({', '.join(map(quote, rows.columns))}) FROM STDIN") as copy:
         for row in rows.values:
             copy.write_row(row)
 

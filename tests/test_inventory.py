@@ -109,6 +109,7 @@ def test_bom_quoting_multiline_fields_and_blank_lines(session):
         ("k1,http://booru.test/1,cats,,,", "not both"),
         ("k2,,,,,", "needs a url or a query"),
         ("k3,ftp://booru.test/1,,,,", "http(s) URL"),
+        ("k3b,http://[::1/x,,,,", "not a valid URL (Invalid IPv6 URL)"),
         ("k4,http://elsewhere.test/1,,,,", "no configured site matches"),
         ("k5,http://booru.test/1,,,tube,", "belongs to site 'booru'"),
         ("k6,,cats,,nowhere,", "unknown site(s) nowhere"),
