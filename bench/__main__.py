@@ -28,9 +28,9 @@ import click
 
 from support.processes import REPO_ROOT
 
-from . import catalogue, file_store, memory, pipeline, report, scaling, throughput
+from . import catalogue, file_store, inventory, memory, pipeline, report, scaling, throughput
 
-SECTIONS = ("throughput", "scaling", "pipeline", "memory", "catalogue", "file_store")
+SECTIONS = ("throughput", "scaling", "inventory", "pipeline", "memory", "catalogue", "file_store")
 
 
 @dataclass
@@ -44,8 +44,11 @@ class Plan:
     max_rate: int = 30_000  # tasks/s to keep queued for, per second of run
     rq_jobs: int = 20_000
     database_cycles: int = 1000  # of 100 tasks, for the database-only figure
-    queue_sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    queue_sizes: tuple[int, ...] = (10_000, 1_000_000, 10_000_000)
     scaling_leases: int = 300
+    stats_requests: int = 200
+    move_size: int = 1_000_000  # the SQLite database is moved to PostgreSQL at this size
+    import_rows: int = 1_000_000
     subscription_sizes: tuple[int, ...] = (1_000, 100_000)
     files: int = 1000
     latency: float = 0.05
@@ -70,6 +73,9 @@ SMOKE = Plan(
     database_cycles=100,
     queue_sizes=(1_000, 2_000, 5_000),
     scaling_leases=10,
+    stats_requests=10,
+    move_size=2_000,
+    import_rows=5_000,
     subscription_sizes=(100, 1_000),
     files=16,
     latency=0.01,
@@ -163,6 +169,7 @@ def _run(smoke: bool, only: tuple[str, ...], keep_workdir: bool) -> dict:
             section = {
                 "throughput": throughput,
                 "scaling": scaling,
+                "inventory": inventory,
                 "pipeline": pipeline,
                 "memory": memory,
                 "catalogue": catalogue,

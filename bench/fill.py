@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, make_url, text
 from server import create_app
 from server.auth import create_key
 from server.cli import init_db
+from server.counts import Tally, item_counter, write
 from server.extensions import db
 from server.models import Role
 
@@ -81,6 +82,9 @@ def fill(url: str, count: int, *, priorities: int = 1, seed: int = 0) -> None:
         for n in range(start, start + count)
     )
     _write_rows(engine, [("tasks", COLUMNS, rows)])
+    added = Tally()
+    added.task_moved("download", BENCH_SITE, None, "queued", count)
+    _count(engine, added)
 
 
 def fill_subscriptions(url: str, subscriptions: int, *, queued: int, seed: int = 0) -> None:
@@ -147,6 +151,18 @@ def fill_subscriptions(url: str, subscriptions: int, *, queued: int, seed: int =
         "updated_at",
     )
     _write_rows(engine, [("items", item_columns, items), ("tasks", task_columns, tasks)])
+    added = Tally()
+    added.counters[item_counter("pending")] += total
+    added.task_moved("metadata", BENCH_SITE, None, "scheduled", subscriptions)
+    added.task_moved("metadata", BENCH_SITE, None, "queued", queued)
+    _count(engine, added)
+
+
+def _count(engine, added: Tally) -> None:
+    """What was loaded directly, added to the kept counts (as the coordinator's writes would)."""
+    with engine.begin() as connection:
+        write(connection, added)
+    engine.dispose()
 
 
 def _write_rows(engine, tables) -> None:

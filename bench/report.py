@@ -100,6 +100,13 @@ def targets(results: dict) -> list[dict[str, Any]]:
                     ">= 0.65",
                     ratio >= 0.65,
                 )
+        for row in throughput.get("kept_counts", []):
+            add(
+                f"{row['backend']}: tasks/s with the kept counts / without (16 connections, batch 100, same run)",
+                row["ratio"],
+                ">= 0.95",
+                row["ratio"] >= 0.95,
+            )
     scaling = results.get("scaling")
     if scaling:
         for backend, data in scaling.items():
@@ -111,6 +118,16 @@ def targets(results: dict) -> list[dict[str, Any]]:
                 "<= 1.5",
                 ratio <= 1.5,
             )
+            if "stats" in sizes[-1]:
+                largest = sizes[-1]["stats"]["p50_ms"]
+                add(f"{backend}: /stats p50 ms at {sizes[-1]['queued']:,} tasks", largest, "<= 20", largest <= 20)
+                ratio = data["stats_p50_ratio_largest_to_smallest"]
+                add(
+                    f"{backend}: /stats p50 at {sizes[-1]['queued']:,} / at {sizes[0]['queued']:,} tasks",
+                    ratio,
+                    "<= 1.5",
+                    ratio <= 1.5,
+                )
             waiting = data.get("subscriptions")
             if waiting:
                 ratio = data["subscriptions_p50_ratio"]
@@ -135,6 +152,7 @@ def targets(results: dict) -> list[dict[str, Any]]:
             ">= 0.90",
             pipeline["client_8_vs_gallery_dl_8"] >= 0.9,
         )
+    _import_targets(results.get("inventory"), add)
     _catalogue_targets(results.get("catalogue"), add)
     store = results.get("file_store")
     if store:
@@ -147,6 +165,34 @@ def targets(results: dict) -> list[dict[str, Any]]:
         received = store["second_node"]["store_received_bytes"]
         add("the same files from a second node: bytes the store received", received, "0", received == 0)
     return rows
+
+
+#: Inventory import, new rows per second, by backend (the issue's figures).
+IMPORT_NEW = {"sqlite": 100_000, "postgresql": 50_000}
+IMPORT_UNCHANGED = 200_000
+
+
+def _import_targets(inventory: dict | None, add) -> None:
+    for backend, data in (inventory or {}).items():
+        new, floor = data["new"]["rows_per_second"], data["floor"]["rows_per_second"]
+        wanted = IMPORT_NEW.get(backend, 50_000)
+        note = "" if new >= wanted else f"the database alone loads these rows at {floor:,}/s (no parsing, no checks)"
+        label = f"{backend}: import-csv, new rows/s ({data['new']['rows']:,} rows)"
+        add(label, new, f">= {wanted:,}", new >= wanted, note)
+        unchanged = data["unchanged"]["rows_per_second"]
+        add(
+            f"{backend}: import-csv, unchanged rows/s",
+            unchanged,
+            f">= {IMPORT_UNCHANGED:,}",
+            unchanged >= IMPORT_UNCHANGED,
+        )
+        ratio = data["rss_ratio_large_to_small"]
+        add(
+            f"{backend}: import-csv peak RSS, {data['new']['rows']:,} / {data['small']['rows']:,} rows",
+            ratio,
+            "<= 1.2",
+            ratio <= 1.2,
+        )
 
 
 #: In-process near-duplicate search targets, distance 8: p50 ms at each size.
@@ -453,18 +499,47 @@ def markdown(results: dict) -> str:
             f"{rq['end_to_end_per_second']:,.0f} jobs/s end to end (enqueue alone {rq['enqueue_per_second']:,.0f}/s).",
         ]
 
+    kept = (throughput or {}).get("kept_counts", [])
+    if kept:
+        lines += [
+            "",
+            "## What the kept counts cost (16 connections, batch 100, alternating runs)",
+            "",
+            "| backend | tasks/s with | tasks/s without | ratio (medians) |",
+            "| --- | --- | --- | ---: |",
+        ]
+        for row in kept:
+            with_, without = ", ".join(f"{v:,.0f}" for v in row["with"]), ", ".join(f"{v:,.0f}" for v in row["without"])
+            lines.append(f"| {row['backend']} | {with_} | {without} | {row['ratio']} |")
+
     scaling = results.get("scaling")
     if scaling:
         lines += [
             "",
-            "## Lease latency against queue size (100-task lease, in-process)",
+            "## Lease and /stats latency against the size of the archive",
             "",
-            "| backend | queued | p50 ms | p99 ms |",
-            "| --- | ---: | ---: | ---: |",
+            "100-task lease in-process; `GET /stats` through the app (no socket); the recount is one count of the "
+            "tables, what /stats did before it read kept counts.",
+            "",
+            "| backend | tasks | lease p50 ms | lease p99 ms | /stats p50 ms | /stats p99 ms | a recount, s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for backend, data in scaling.items():
             for row in data["sizes"]:
-                lines.append(f"| {backend} | {row['queued']:,} | {row['p50_ms']} | {row['p99_ms']} |")
+                stats = row.get("stats", {})
+                lines.append(
+                    f"| {backend} | {row['queued']:,} | {row['p50_ms']} | {row['p99_ms']} | {stats.get('p50_ms', '-')} "
+                    f"| {stats.get('p99_ms', '-')} | {row.get('recount_seconds', '-')} |"
+                )
+        for backend, data in scaling.items():
+            moved = data.get("move_to_postgresql")
+            if moved:
+                lines += [
+                    "",
+                    f"`flask move-to` of the {backend} database at {data['sizes'][1]['queued']:,} tasks into a new "
+                    f"PostgreSQL database: {moved['rows']:,} rows in {moved['seconds']} s with the comparison of "
+                    f"both, peak RSS {_mib(moved['peak_rss_bytes'])}.",
+                ]
         lines += [
             "",
             "Metadata lease (100 tasks) beside subscriptions waiting for their next check (spread over a day, "
@@ -500,6 +575,33 @@ def markdown(results: dict) -> str:
             f"8 plain processes vs 1: {pipeline['gallery_dl_8_vs_1']}x. The client also hashes every file "
             "(sha256, phash, dhash), writes its sidecar and reports to the coordinator.",
         ]
+
+    inventory = results.get("inventory")
+    if inventory:
+        lines += [
+            "",
+            "## Inventory import (`flask import-csv`, the whole process)",
+            "",
+            "| backend | file | rows/s | seconds | peak RSS |",
+            "| --- | --- | ---: | ---: | ---: |",
+        ]
+        for backend, data in inventory.items():
+            for key, label in (
+                ("small", "new rows (smaller file)"),
+                ("new", "new rows"),
+                ("unchanged", "the same file again"),
+                ("changed_10_percent", "every tenth row changed"),
+            ):
+                row = data[key]
+                lines.append(
+                    f"| {backend} | {label}, {row['rows']:,} rows | {row['rows_per_second']:,} | {row['seconds']} "
+                    f"| {_mib(row['peak_rss_bytes'])} |"
+                )
+            floor = data["floor"]
+            lines.append(
+                f"| {backend} | the database alone: the same items and tasks, bulk-loaded | "
+                f"{floor['rows_per_second']:,} | {floor['seconds']} | - |"
+            )
 
     lines += _catalogue_tables(results.get("catalogue"))
     lines += _file_store_table(results.get("file_store"))

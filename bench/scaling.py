@@ -1,20 +1,30 @@
-"""Lease latency against queue size: the same 100-task lease with 10k, 100k and 1M tasks
-queued. With the partial queue index a lease reads ~100 index entries however long the
-queue is; a scan would grow with it. Measured in-process (the database and the leasing
-code only), with scattered priorities so leases pick rows all over the table."""
+"""Lease and ``/stats`` latency against the size of the archive: one database per backend,
+filled to 10k, 1M and 10M queued tasks in turn (the bench's fast fill), measured at each
+size. With the partial queue index a lease reads ~100 index entries however long the
+queue is; ``/stats`` reads the kept counts. Leases are measured in-process (the database
+and the leasing code only), with scattered priorities so they pick rows all over the
+table; ``/stats`` through the app (Flask's test client: everything but the socket). Beside
+them, one recount of the tables: what ``/stats`` cost when it counted them. At 1M tasks
+the SQLite database is moved to PostgreSQL with ``flask move-to`` (time and peak RSS)."""
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import create_engine, select
 
 from server import context, create_app
+from server.counts import recounted
 from server.extensions import db
 from server.leasing import lease_tasks, release_lease
 from server.models import ApiKey
+from support.proc import PeakRss
+from support.processes import VENV_BIN, coordinator_env
 
 from . import fill
 from .throughput import database
@@ -57,10 +67,57 @@ def _lease_timings(url: str, leases: int, *, kind: str, site: str | None) -> dic
     }
 
 
-def measure(url: str, size: int, leases: int) -> dict:
-    fill.prepare(url)
-    fill.fill(url, size, priorities=10)
-    return {"queued": size, **_lease_timings(url, leases, kind="download", site=fill.BENCH_SITE)}
+def _stats_timings(url: str, requests: int) -> dict:
+    """p50 / p99 ms of ``GET /stats`` (20 warm-up requests excluded)."""
+    app = create_app({"DATABASE_URL": url, "SITES": fill.SITES})
+    client = app.test_client()
+    timings = []
+    for number in range(requests + 20):
+        started = time.perf_counter()
+        answer = client.get("/stats")
+        elapsed = time.perf_counter() - started
+        assert answer.status_code == 200, answer.get_data(as_text=True)[:500]
+        if number >= 20:
+            timings.append(elapsed * 1000)
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    return {"p50_ms": round(statistics.median(timings), 3), "p99_ms": round(percentile(timings, 0.99), 3)}
+
+
+def _recount_seconds(url: str) -> float:
+    """One count of the tables, as /stats did before it read kept counts."""
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        started = time.perf_counter()
+        recounted(connection, datetime.now(UTC))
+        elapsed = time.perf_counter() - started
+    engine.dispose()
+    return round(elapsed, 3)
+
+
+def _move(url: str, plan, workdir: Path) -> dict:
+    """``flask move-to`` of this SQLite database into a new PostgreSQL one, as an operator runs it."""
+    target = fill.fresh_postgres(plan.pg_server, "ff_bench_move")
+    env = {**os.environ, **coordinator_env(url, fill.SITES, workdir / "move_config.py")}
+    (workdir / "move_config.py").write_text("")
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [str(VENV_BIN / "flask"), "--app", "server", "move-to", target],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    peak = PeakRss(process.pid)
+    peak.start()
+    out, err = process.communicate()
+    peak.stop()
+    seconds = time.monotonic() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"move-to failed ({process.returncode}):\n{out[-2000:]}\n{err[-2000:]}")
+    rows = sum(int(line.split()[2]) for line in out.splitlines()[1:] if line.endswith(" ok"))
+    return {"rows": rows, "seconds": round(seconds, 1), "peak_rss_bytes": peak.peak_total}
 
 
 def subscriptions(url: str, size: int, leases: int, queued: int = 5000) -> dict:
@@ -75,11 +132,26 @@ def subscriptions(url: str, size: int, leases: int, queued: int = 5000) -> dict:
 def run(plan, workdir: Path, progress) -> dict:
     results = {}
     for backend in plan.backends:
-        rows = []
+        url = database(backend, workdir, plan.pg_server, "ff_bench_scaling")
+        fill.prepare(url)
+        rows, filled, moved = [], 0, None
         for size in plan.queue_sizes:
-            url = database(backend, workdir, plan.pg_server, "ff_bench_scaling")
-            rows.append(measure(url, size, plan.scaling_leases))
-            progress(f"{backend:10} {size:>9} queued: lease p50 {rows[-1]['p50_ms']} ms, p99 {rows[-1]['p99_ms']} ms")
+            started = time.monotonic()
+            fill.fill(url, size - filled, priorities=10, seed=size)
+            fill_seconds, filled = round(time.monotonic() - started, 1), size
+            leases = _lease_timings(url, plan.scaling_leases, kind="download", site=fill.BENCH_SITE)
+            row = {"queued": size, "fill_seconds": fill_seconds, **leases}
+            row["stats"] = _stats_timings(url, plan.stats_requests)
+            row["recount_seconds"] = _recount_seconds(url)
+            rows.append(row)
+            progress(
+                f"{backend:10} {size:>10} queued: lease p50 {row['p50_ms']} ms, /stats p50 {row['stats']['p50_ms']} ms "
+                f"(a recount: {row['recount_seconds']} s; filled in {fill_seconds} s)"
+            )
+            if backend == "sqlite" and size == plan.move_size:
+                moved = _move(url, plan, workdir)
+                mib = moved["peak_rss_bytes"] >> 20
+                progress(f"move-to PostgreSQL at {size} tasks: {moved['seconds']} s, peak {mib} MiB")
         waiting = []
         for size in plan.subscription_sizes:
             url = database(backend, workdir, plan.pg_server, "ff_bench_subscriptions")
@@ -88,7 +160,10 @@ def run(plan, workdir: Path, progress) -> dict:
         results[backend] = {
             "sizes": rows,
             "p50_ratio_largest_to_smallest": round(rows[-1]["p50_ms"] / rows[0]["p50_ms"], 2),
+            "stats_p50_ratio_largest_to_smallest": round(rows[-1]["stats"]["p50_ms"] / rows[0]["stats"]["p50_ms"], 2),
             "subscriptions": waiting,
             "subscriptions_p50_ratio": round(waiting[-1]["p50_ms"] / waiting[0]["p50_ms"], 2),
         }
+        if moved is not None:
+            results[backend]["move_to_postgresql"] = moved
     return results

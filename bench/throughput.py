@@ -10,6 +10,7 @@ RQ on the local Redis, end to end, is what a Python user would pick instead.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -90,19 +91,23 @@ def start_wrk(url: str, key: str, connections: int, batch: int, seconds: float) 
     return process
 
 
-def measure(app: str, backend: str, url: str, key: str, workdir: Path, plan, progress) -> list[Run]:
-    """Every configuration of the plan, the target one ``plan.repeats`` times; the
-    every-statement ceiling only answers how far the target configuration can go."""
+def _start(app: str, backend: str, url: str, workdir: Path, label: str | None = None, **env: str):
     port = free_port()
     config = workdir / "coordinator_config.py"
     config.write_text("")
-    server = start_server(
+    return start_server(
         [str(VENV_BIN / "gunicorn"), "--workers", str(WORKERS[backend]), "--bind", f"127.0.0.1:{port}", APPS[app]],
         url=f"http://127.0.0.1:{port}",
         ready_path="/health" if app == "real" else "/leases",
-        log_path=workdir / f"gunicorn-{app}-{backend}.log",
-        env=coordinator_env(url, fill.SITES, config),
+        log_path=workdir / f"gunicorn-{label or app}-{backend}.log",
+        env=coordinator_env(url, fill.SITES, config) | env,
     )
+
+
+def measure(app: str, backend: str, url: str, key: str, workdir: Path, plan, progress) -> list[Run]:
+    """Every configuration of the plan, the target one ``plan.repeats`` times; the
+    every-statement ceiling only answers how far the target configuration can go."""
+    server = _start(app, backend, url, workdir)
     runs = []
     configurations = [TARGET] if app == "ceiling_all" else [(c, b) for c in plan.connections for b in plan.batches]
     try:
@@ -154,6 +159,32 @@ def _one_run(server, app, backend, key, connections, batch, seconds) -> Run:
         round((cpu_seconds(server_pids) - server0) / elapsed, 3),
         round((busy1 - busy0) / max(total1 - total0, 1), 3),
     )
+
+
+def kept_counts(backend: str, workdir: Path, plan, progress) -> dict:
+    """The real coordinator, and the same code with its kept counts switched off, in turn
+    at the target configuration: what keeping /stats' counts costs the hot path."""
+    servers, keys, urls = {}, {}, {}
+    for variant in ("with", "without"):
+        urls[variant] = database(backend, workdir, plan.pg_server, f"ff_bench_counts_{variant}")
+        keys[variant] = fill.prepare(urls[variant])
+        switch = {"FETCHFLEET_BENCH_WITHOUT_COUNTS": "1"} if variant == "without" else {}
+        servers[variant] = _start("real", backend, urls[variant], workdir, f"counts-{variant}", **switch)
+    rates: dict[str, list[float]] = {"with": [], "without": []}
+    try:
+        for turn in range(plan.repeats * 2):
+            for variant in ("with", "without") if turn % 2 == 0 else ("without", "with"):
+                needed = int(plan.max_rate * plan.seconds * 1.5) + 1000
+                if fill.queued(urls[variant]) < needed:
+                    fill.fill(urls[variant], needed)
+                run = _one_run(servers[variant], "real", backend, keys[variant], *TARGET, plan.seconds)
+                rates[variant].append(round(run.tasks_per_second, 1))
+                progress(f"{backend:10} kept counts {variant:7} {run.tasks_per_second:9.0f} tasks/s")
+    finally:
+        for server in servers.values():
+            server.stop()
+    ratio = statistics.median(rates["with"]) / statistics.median(rates["without"])
+    return {"backend": backend, "with": rates["with"], "without": rates["without"], "ratio": round(ratio, 3)}
 
 
 LEAN_TABLE = (
@@ -378,6 +409,7 @@ def run(plan, workdir: Path, progress) -> dict:
         "database_only": [],
         "domain_only": [],
         "domain_only_events": [],
+        "kept_counts": [],
     }
     for backend in plan.backends:
         urls = {}
@@ -398,6 +430,7 @@ def run(plan, workdir: Path, progress) -> dict:
             label = "with events" if events else ""
             progress(f"{backend:10} fetchfleet without HTTP {label}: {row['tasks_per_second']:9.0f} tasks/s")
         results["lean_ceiling"].append(lean_ceiling(backend, workdir, plan, progress))
+        results["kept_counts"].append(kept_counts(backend, workdir, plan, progress))
     results["rq"] = rq_rate(plan.rq_jobs)
     progress(f"rq end to end {results['rq']['end_to_end_per_second']:.0f} jobs/s")
     return results

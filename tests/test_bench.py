@@ -90,12 +90,24 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url, seaweedfs):
     assert store["second_node"]["objects_after"] == store["second_node"]["objects_before"] == 2 * store["files"]
     events = {row["events"] for row in data["throughput"]["domain_only"] + data["throughput"]["domain_only_events"]}
     assert events == {False, True} and len(data["throughput"]["domain_only_events"]) == 4  # 2 runs x 2 backends
-    assert len(data["targets"]) == 25 and all(row["measured"] is not None for row in data["targets"])
+    assert {row["backend"] for row in data["throughput"]["kept_counts"]} == {"sqlite", "postgresql"}
+    assert all(len(row["with"]) == len(row["without"]) == 2 for row in data["throughput"]["kept_counts"])
+    for backend, scaled in data["scaling"].items():
+        assert all(row["stats"]["p50_ms"] > 0 and row["recount_seconds"] >= 0 for row in scaled["sizes"]), backend
+    assert data["scaling"]["sqlite"]["move_to_postgresql"]["rows"] >= 2_000
+    for backend, imported in data["inventory"].items():
+        assert imported["new"]["summary"].startswith("added 5000,"), (backend, imported["new"])
+        assert imported["unchanged"]["summary"].startswith("added 0, updated 0, unchanged 5000"), backend
+        assert imported["changed_10_percent"]["summary"].startswith("added 0, updated 500,"), backend
+        assert imported["floor"]["rows_per_second"] > 0 and imported["small"]["peak_rss_bytes"] > 0
+    assert len(data["targets"]) == 37 and all(row["measured"] is not None for row in data["targets"])
     table = (tmp_path / "latest.md").read_text()
     for heading in (
         "## Targets",
         "## Coordinator throughput",
-        "## Lease latency",
+        "## Lease and /stats latency",
+        "## What the kept counts cost",
+        "## Inventory import",
         "## Client pipeline",
         "## Memory",
         "## Near-duplicate search",
