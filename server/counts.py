@@ -17,6 +17,8 @@ upgrade, or to check (``tests/test_counts.py`` compares the two after a random m
 from __future__ import annotations
 
 import collections
+import functools
+import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from sqlalchemy.orm import Session
 from common.states import ItemState, TaskKind, TaskState
 
 from .database import in_list, is_postgresql
-from .models import Counter, File, Item, MinuteCount, NodeCount, Task, TaskCount
+from .models import Counter, File, Item, KnownFile, MinuteCount, NodeCount, Task, TaskCount
 
 SHARDS = 16
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -47,13 +49,22 @@ TASK_COUNTS, NODE_COUNTS, MINUTE_COUNTS, COUNTERS = (
     Counter.__table__,
 )
 KEPT_TABLES = (TASK_COUNTS, NODE_COUNTS, MINUTE_COUNTS, COUNTERS)
+#: Each kept table's part of a recount (``recounted``).
+PART_OF = {"task_counts": "tasks", "node_counts": "nodes", "minute_counts": "minutes", "counters": "counters"}
 
+#: The columns an anchor (``known_files``) names a file by.
+KNOWN_COLUMNS = ("remote_id", "url_key", "sha256", "md5")
 #: Names in ``counters``.
 UNIQUE_FILES, UNIQUE_BYTES, KNOWN_SKIPPED, GONE_UPSTREAM = "unique_files", "unique_bytes", "known_skipped", "gone"
 
 
 def item_counter(state: str) -> str:
     return f"items.{state}"
+
+
+def known_counter(column: str) -> str:
+    """Anchors naming a post (remote_id), a URL (url_key), a sha256 or an md5."""
+    return f"known.{column}"
 
 
 def minute_of(moment: datetime) -> datetime:
@@ -155,63 +166,51 @@ def write(connection: Connection, pending: Tally) -> None:
 
 
 def _write(connection: Connection, pending: Tally) -> None:
-    postgresql = connection.dialect.name == "postgresql"
-    shard = (func.pg_backend_pid() % SHARDS) if postgresql else literal(0)
     rows = [
         {"kind": kind, "site": site, "state": state, "n": n}
         for (kind, site, state), n in sorted(pending.tasks.items())
         if n
     ]
-    _add(connection, TASK_COUNTS, shard, rows, ("n",))
-    _add(
-        connection,
-        NODE_COUNTS,
-        shard,
-        [
-            {"client_id": client, "tasks_done": done, "files": files, "bytes": size}
-            for client, (done, files, size) in sorted(pending.nodes.items())
-        ],
-        ("tasks_done", "files", "bytes"),
-    )
-    _add(
-        connection,
-        MINUTE_COUNTS,
-        shard,
-        [
-            {"minute": minute, "kind": kind, "client_id": client, "done": done, "bytes": size}
-            for (minute, kind, client), (done, size) in sorted(pending.minutes.items())
-        ],
-        ("done", "bytes"),
-    )
-    _add(
-        connection,
-        COUNTERS,
-        shard,
-        [{"name": name, "n": n} for name, n in sorted(pending.counters.items()) if n],
-        ("n",),
-    )
+    _add(connection, TASK_COUNTS, rows)
+    nodes = [
+        {"client_id": client, "tasks_done": done, "files": files, "bytes": size}
+        for client, (done, files, size) in sorted(pending.nodes.items())
+    ]
+    _add(connection, NODE_COUNTS, nodes)
+    minutes = [
+        {"minute": minute, "kind": kind, "client_id": client, "done": done, "bytes": size}
+        for (minute, kind, client), (done, size) in sorted(pending.minutes.items())
+    ]
+    _add(connection, MINUTE_COUNTS, minutes)
+    _add(connection, COUNTERS, [{"name": name, "n": n} for name, n in sorted(pending.counters.items()) if n])
     if pending.minutes:
         _prune_minutes(connection, max(minute for minute, _, _ in pending.minutes))
 
 
-def _add(connection: Connection, table: Table, shard, rows: list[dict[str, Any]], amounts: Sequence[str]) -> None:
-    """Add each row's amounts to its count (created at the first change)."""
-    if not rows:
-        return
-    insert = _dialect_insert(connection, table).values(shard=shard)
-    statement = insert.on_conflict_do_update(
-        index_elements=[column.name for column in table.primary_key.columns],
-        set_={name: table.c[name] + insert.excluded[name] for name in amounts},
-    )
-    connection.execute(statement, rows)
+def _add(connection: Connection, table: Table, rows: list[dict[str, Any]], *, recount: bool = False) -> None:
+    """Add each row's amounts to its count (created at the first change); ``recount``:
+    into shard 0."""
+    if rows:
+        connection.execute(_upsert(connection.dialect.name, table, recount), rows)
 
 
-def _dialect_insert(connection: Connection, table: Table):
-    if connection.dialect.name == "postgresql":
+#: The columns each kept table adds up.
+AMOUNTS = {"task_counts": ("n",), "node_counts": ("tasks_done", "files", "bytes"), "minute_counts": ("done", "bytes")}
+
+
+@functools.cache
+def _upsert(dialect: str, table: Table, recount: bool):
+    """Built once per table: it runs at every commit that changed a count."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+    shard = func.pg_backend_pid() % SHARDS if dialect == "postgresql" and not recount else literal(0)
+    statement = insert(table).values(shard=shard)
+    return statement.on_conflict_do_update(
+        index_elements=[column.name for column in table.primary_key.columns],
+        set_={name: table.c[name] + statement.excluded[name] for name in AMOUNTS.get(table.name, ("n",))},
+    )
 
 
 _pruned_before: dict[str, datetime] = {}
@@ -301,12 +300,22 @@ def new_content(session: Session, hashes: Iterable[str]) -> set[str]:
     if not hashes or WITHOUT_COUNTS:
         return set()
     postgresql = is_postgresql(session)
-    lookup = select(FILES.c.sha256).where(in_list(FILES.c.sha256, "hashes", postgresql)).distinct()
-    new = sorted(set(hashes) - set(session.scalars(lookup, {"hashes": hashes})))
+    lookup, listed = (HELD_POSTGRESQL, list) if postgresql else (HELD_SQLITE, json.dumps)
+    new = sorted(set(hashes) - set(session.scalars(lookup, {"hashes": listed(hashes)})))
     if new and postgresql:
         session.execute(LOCK_CONTENT, {"hashes": new})
-        new = sorted(set(new) - set(session.scalars(lookup, {"hashes": new})))
+        new = sorted(set(new) - set(session.scalars(lookup, {"hashes": listed(new)})))
     return set(new)
+
+
+#: Which of a list of hashes some file has: one index probe each (EXISTS stops at the
+#: first file; a content held a million times costs no more than one held once).
+HELD_POSTGRESQL = text(
+    "SELECT h FROM unnest(CAST(:hashes AS text[])) AS h WHERE EXISTS (SELECT 1 FROM files WHERE files.sha256 = h)"
+)
+HELD_SQLITE = text(
+    "SELECT value FROM json_each(:hashes) WHERE EXISTS (SELECT 1 FROM files WHERE files.sha256 = json_each.value)"
+)
 
 
 def files_recorded(
@@ -400,11 +409,8 @@ def recount_into(connection: Connection, now: datetime | None = None) -> None:
     """Fill the (empty) kept tables from counts of the tables, as shard 0."""
     now = now or datetime.now(UTC)
     recount = recounted(connection, now)
-    shard = literal(0)
-    _add(connection, TASK_COUNTS, shard, recount["tasks"], ("n",))
-    _add(connection, NODE_COUNTS, shard, recount["nodes"], ("tasks_done", "files", "bytes"))
-    _add(connection, MINUTE_COUNTS, shard, recount["minutes"], ("done", "bytes"))
-    _add(connection, COUNTERS, shard, recount["counters"], ("n",))
+    for table in KEPT_TABLES:
+        _add(connection, table, recount[PART_OF[table.name]], recount=True)
 
 
 def recounted(connection: Connection, now: datetime) -> dict[str, list[dict[str, Any]]]:
@@ -466,6 +472,9 @@ def recounted(connection: Connection, now: datetime) -> dict[str, list[dict[str,
         )
     )
     counters[GONE_UPSTREAM] = connection.scalar(select(func.count()).where(TASKS.c.gone_at.is_not(None)))
+    anchors = KnownFile.__table__
+    named = connection.execute(select(*(func.count(anchors.c[name]) for name in KNOWN_COLUMNS))).one()
+    counters.update({known_counter(name): n for name, n in zip(KNOWN_COLUMNS, named, strict=True)})
     return {
         "tasks": sorted(tasks, key=lambda row: (row["kind"], row["site"], row["state"])),
         "nodes": [nodes[client] for client in sorted(nodes)],

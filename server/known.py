@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from common.protocol import UNSTORABLE_TEXT
 from common.sites import is_fetched_url
 
+from .counts import KNOWN_COLUMNS, known_counter, tally
 from .database import insert_ignore, utcnow
 from .errors import InvalidInput
 from .models import File, KnownFile
@@ -190,8 +191,11 @@ def import_known(
     rows = [{**anchor, "source": source[:1000], "created_at": now} for anchor in _split(anchors)]
     for start in range(0, len(rows), INSERT_CHUNK):
         chunk = rows[start : start + INSERT_CHUNK]
-        added = session.execute(insert_ignore(session, KNOWN).returning(KNOWN.c.id), chunk).all()
+        added = session.execute(insert_ignore(session, KNOWN).returning(*KNOWN_COUNTED), chunk).all()
         report.added += len(added)
+        count = tally(session)
+        for position, column in enumerate(KNOWN_COUNTED):
+            count.counters[known_counter(column.name)] += sum(1 for row in added if row[position] is not None)
     session.commit()
     report.already_known = len(rows) - report.added
     return report
@@ -329,19 +333,14 @@ def _archive_entries(path: str) -> list[Any]:
         connection.close()
 
 
-def known_counts(session: Session) -> dict[str, int]:
-    """Anchors by what they name (for /stats)."""
-    counts = dict.fromkeys(("posts", "urls", "sha256", "md5"), 0)
-    row = session.execute(
-        select(
-            func.count(KNOWN.c.remote_id),
-            func.count(KNOWN.c.url_key),
-            func.count(KNOWN.c.sha256),
-            func.count(KNOWN.c.md5),
-        )
-    ).one()
-    counts.update(zip(counts, (int(value) for value in row), strict=True))
-    return counts
+#: What an anchor can name, as /stats labels them.
+KNOWN_LABELS = {"remote_id": "posts", "url_key": "urls", "sha256": "sha256", "md5": "md5"}
+KNOWN_COUNTED = tuple(KNOWN.c[name] for name in KNOWN_COLUMNS)
+
+
+def known_counts(counters: dict[str, int]) -> dict[str, int]:
+    """Anchors by what they name (for /stats), from the kept counts."""
+    return {label: counters.get(known_counter(column), 0) for column, label in KNOWN_LABELS.items()}
 
 
 __all__ = ["Candidate", "Holder", "KnownReport", "KnownSet", "import_known", "lookup_known", "url_key"]

@@ -110,7 +110,7 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
 
     errors = recent_errors(session, now)
     archive = archive_totals(nodes, counters)
-    known = known_counts(session)
+    known = known_counts(counters)
     session.commit()
     return {
         "generated_at": now,

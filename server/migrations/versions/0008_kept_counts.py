@@ -7,7 +7,7 @@ tasks, items and files change instead of counted at every look.
 - minute_counts: per minute, kind and node, tasks completed and bytes recorded (the last
   hour of ``/stats``, the dashboard's day);
 - counters: items per state and the archive's totals (distinct content, anchors'
-  skips, posts gone upstream).
+  skips, posts gone upstream, anchors by what they name).
 
 Each has a ``shard`` column: on PostgreSQL concurrent transactions add to different rows
 (``server.counts``). The upgrade fills them by counting the tables once.
