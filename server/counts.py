@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, delete, event, func, literal, select, text, update
+from sqlalchemy import Table, case, delete, event, func, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
@@ -60,6 +60,16 @@ UNIQUE_FILES, UNIQUE_BYTES, KNOWN_SKIPPED, GONE_UPSTREAM = "unique_files", "uniq
 
 def item_counter(state: str) -> str:
     return f"items.{state}"
+
+
+#: A queued task that failed before is counted apart (the dashboard shows it as retrying);
+#: /stats and /metrics add it to ``queued``.
+RETRYING = "retrying"
+
+
+def shown(state: str | None, attempts: int | None) -> str | None:
+    """The state a task is counted under: ``retrying`` for a queued task with attempts."""
+    return RETRYING if state == TaskState.QUEUED and attempts else state
 
 
 def known_counter(column: str) -> str:
@@ -118,7 +128,8 @@ class Tally:
 
 @dataclass(frozen=True)
 class TaskChange:
-    """One task before and after a write, as ``Tally.task_rows`` reads it."""
+    """One task before and after a write, as ``Tally.task_rows`` reads it (states as
+    ``shown`` gives them)."""
 
     kind: str
     site: str
@@ -189,9 +200,23 @@ def _write(connection: Connection, pending: Tally) -> None:
 
 def _add(connection: Connection, table: Table, rows: list[dict[str, Any]], *, recount: bool = False) -> None:
     """Add each row's amounts to its count (created at the first change); ``recount``:
-    into shard 0."""
-    if rows:
-        connection.execute(_upsert(connection.dialect.name, table, recount), rows)
+    into shard 0. Sent as the driver's own executemany: this runs at nearly every commit,
+    and SQLAlchemy's statement handling cost more than the upsert itself."""
+    if not rows:
+        return
+    postgresql = connection.dialect.name == "postgresql"
+    sql, columns = _upsert(postgresql, table, recount)
+    if postgresql:
+        values = [tuple(row[name] for name in columns) for row in rows]
+    else:  # the text UTCDateTime stores on SQLite
+        values = [tuple(_sqlite_value(row[name]) for name in columns) for row in rows]
+    connection.exec_driver_sql(sql, values)
+
+
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
+    return value
 
 
 #: The columns each kept table adds up.
@@ -199,26 +224,28 @@ AMOUNTS = {"task_counts": ("n",), "node_counts": ("tasks_done", "files", "bytes"
 
 
 @functools.cache
-def _upsert(dialect: str, table: Table, recount: bool):
-    """Built once per table: it runs at every commit that changed a count."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    shard = func.pg_backend_pid() % SHARDS if dialect == "postgresql" and not recount else literal(0)
-    statement = insert(table).values(shard=shard)
-    return statement.on_conflict_do_update(
-        index_elements=[column.name for column in table.primary_key.columns],
-        set_={name: table.c[name] + statement.excluded[name] for name in AMOUNTS.get(table.name, ("n",))},
+def _upsert(postgresql: bool, table: Table, recount: bool) -> tuple[str, tuple[str, ...]]:
+    """The upsert of one kept table (built once) and the columns its rows give, in order."""
+    key = [column.name for column in table.primary_key.columns if column.name != "shard"]
+    amounts = AMOUNTS.get(table.name, ("n",))
+    columns = (*key, *amounts)
+    placeholder = "%s" if postgresql else "?"
+    shard = f"pg_backend_pid() % {SHARDS}" if postgresql and not recount else "0"
+    updates = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in amounts)
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}, shard) "
+        f"VALUES ({', '.join([placeholder] * len(columns))}, {shard}) "
+        f"ON CONFLICT ({', '.join(key)}, shard) DO UPDATE SET {updates}"
     )
+    return sql, columns
 
 
-_pruned_before: dict[str, datetime] = {}
+_pruned_before: dict[int, datetime] = {}
 
 
 def _prune_minutes(connection: Connection, newest: datetime) -> None:
     """Forget minutes older than a day, once per new minute per process."""
-    key = str(connection.engine.url)
+    key = id(connection.engine)
     if _pruned_before.get(key) == newest:
         return
     _pruned_before[key] = newest
@@ -228,7 +255,7 @@ def _prune_minutes(connection: Connection, newest: datetime) -> None:
 # ---------------------------------------------------------- counted updates
 
 
-_TRACKED = {"tasks": ("state", "done_by", "known_count"), "items": ("state",)}
+_TRACKED = {"tasks": ("state", "attempts", "done_by", "known_count"), "items": ("state",)}
 
 
 def update_counted(session: Session, table: Table, where, values: dict[str, Any], returning: Sequence = ()) -> list:
@@ -266,8 +293,8 @@ def update_counted(session: Session, table: Table, where, values: dict[str, Any]
             TaskChange(
                 old[row.id].kind,
                 old[row.id].site,
-                old[row.id].state,
-                row.state,
+                shown(old[row.id].state, old[row.id].attempts),
+                shown(row.state, row.attempts),
                 old[row.id].done_by,
                 row.done_by,
                 old[row.id].known_count,
@@ -340,15 +367,19 @@ def files_recorded(
 # ------------------------------------------------------------------- reading
 
 
-def task_counts(session: Session) -> list[tuple[str, str, str, int]]:
-    """(kind, site, state, tasks) for every non-zero count."""
+def task_counts(session: Session, *, retrying: bool = False) -> list[tuple[str, str, str, int]]:
+    """(kind, site, state, tasks) for every non-zero count; queued tasks that failed before
+    are counted as queued, or apart as ``retrying`` when asked."""
     total = func.sum(TASK_COUNTS.c.n)
     rows = session.execute(
         select(TASK_COUNTS.c.kind, TASK_COUNTS.c.site, TASK_COUNTS.c.state, total)
         .group_by(TASK_COUNTS.c.kind, TASK_COUNTS.c.site, TASK_COUNTS.c.state)
         .having(total != 0)
     )
-    return [(kind, site, state, int(n)) for kind, site, state, n in rows]
+    counts: collections.Counter = collections.Counter()
+    for kind, site, state, n in rows:
+        counts[(kind, site, TaskState.QUEUED if state == RETRYING and not retrying else state)] += int(n)
+    return [(kind, site, state, n) for (kind, site, state), n in sorted(counts.items())]
 
 
 def counter_values(session: Session) -> dict[str, int]:
@@ -415,12 +446,13 @@ def recount_into(connection: Connection, now: datetime | None = None) -> None:
 
 def recounted(connection: Connection, now: datetime) -> dict[str, list[dict[str, Any]]]:
     """What the kept tables should hold, counted from the tables (one GROUP BY each)."""
+    state = case(((TASKS.c.state == TaskState.QUEUED) & (TASKS.c.attempts > 0), RETRYING), else_=TASKS.c.state).label(
+        "shown"
+    )
     tasks = [
-        {"kind": kind, "site": site, "state": state, "n": n}
-        for kind, site, state, n in connection.execute(
-            select(TASKS.c.kind, TASKS.c.site, TASKS.c.state, func.count()).group_by(
-                TASKS.c.kind, TASKS.c.site, TASKS.c.state
-            )
+        {"kind": kind, "site": site, "state": shown_state, "n": n}
+        for kind, site, shown_state, n in connection.execute(
+            select(TASKS.c.kind, TASKS.c.site, state, func.count()).group_by(TASKS.c.kind, TASKS.c.site, state)
         )
     ]
     nodes: dict[int, dict[str, Any]] = {}
@@ -515,7 +547,7 @@ def _as_minute(value: Any) -> datetime:
 def kept(session: Session) -> dict[str, list[dict[str, Any]]]:
     """The kept tables as ``recounted`` shapes them (shards added up, zeros left out):
     what a test compares with a recount."""
-    tasks = [{"kind": k, "site": s, "state": st, "n": n} for k, s, st, n in task_counts(session)]
+    tasks = [{"kind": k, "site": s, "state": st, "n": n} for k, s, st, n in task_counts(session, retrying=True)]
     nodes = [
         {"client_id": client} | values
         for client, values in sorted(node_totals(session).items())

@@ -95,7 +95,8 @@ def collect(session: Session, sites: SiteRegistry, *, full: bool, now: datetime 
 
 
 def _sites(session: Session, sites: SiteRegistry, now: datetime) -> list[dict[str, Any]]:
-    """Tasks by kind and state per site (the kept counts)."""
+    """Tasks by kind and state per site (the kept counts); a queued task that failed
+    before counts as retrying."""
     per_site: dict[str, dict[str, Any]] = {}
 
     def entry(name: str) -> dict[str, Any]:
@@ -103,7 +104,7 @@ def _sites(session: Session, sites: SiteRegistry, now: datetime) -> list[dict[st
             name, {"name": name, "download": {}, "metadata": {}, "cooldown_until": None, "paused": False}
         )
 
-    for kind, site, state, count in task_counts(session):
+    for kind, site, state, count in task_counts(session, retrying=True):
         entry(site)[kind][state] = count
     for name in sites.names():
         entry(name)

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from common.states import ItemState, TaskKind, TaskState
 
-from .counts import TaskChange, item_counter, tally
+from .counts import TaskChange, item_counter, shown, tally
 from .database import copy_rows, in_list, insert_rows, is_postgresql, prepare_rows, sql_literal, utcnow
 from .errors import InvalidInput
 from .item_state import refresh_item_states
@@ -515,6 +515,7 @@ def _apply_changes(session: Session, changed: list[tuple[Any, _Row]], import_id:
         TASKS.c.site,
         TASKS.c.url,
         TASKS.c.state,
+        TASKS.c.attempts,
         TASKS.c.done_by,
         TASKS.c.known_count,
     )
@@ -544,7 +545,9 @@ def _apply_changes(session: Session, changed: list[tuple[Any, _Row]], import_id:
         # A lease still holding one of these gets a conflict for it when it reports.
         session.execute(delete(Task).where(Task.id.in_([task.id for task in dropped])))
         count.task_rows(
-            TaskChange(TaskKind.METADATA, t.site, t.state, None, was_by=t.done_by, was_known=t.known_count)
+            TaskChange(
+                TaskKind.METADATA, t.site, shown(t.state, t.attempts), None, was_by=t.done_by, was_known=t.known_count
+            )
             for t in dropped
         )
     if added:
@@ -555,7 +558,9 @@ def _apply_changes(session: Session, changed: list[tuple[Any, _Row]], import_id:
         fresh = {f"b_{name}": value for name, value in fresh_start(now).items()}
         session.execute(RESTART_TASK, [fresh | {"b_id": task.id, "b_url": url} for task, url in restarted])
         count.task_rows(
-            TaskChange(TaskKind.METADATA, t.site, t.state, TaskState.QUEUED, t.done_by, None, t.known_count, None)
+            TaskChange(
+                TaskKind.METADATA, t.site, shown(t.state, t.attempts), TaskState.QUEUED, t.done_by, None, t.known_count
+            )
             for t, _ in restarted
         )
     if interval:

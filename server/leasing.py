@@ -32,7 +32,7 @@ from common.states import FailureClass, ResultStatus, TaskKind, TaskState
 from . import statements
 from .auth import Client
 from .checks import record_checks
-from .counts import TaskChange, files_recorded, new_content, tally
+from .counts import TaskChange, files_recorded, new_content, shown, tally
 from .database import (
     PreparedRows,
     insert_ignore,
@@ -122,8 +122,8 @@ def lease_tasks(
 
     reclaim_expired(session, policy=policy, now=now, events=events)
     count = tally(session)
-    for promoted_kind, promoted_site in session.connection().execute(statements.PROMOTE_DUE, {"now": now}):
-        count.task_moved(promoted_kind, promoted_site, TaskState.SCHEDULED, TaskState.QUEUED)
+    for promoted in session.connection().execute(statements.PROMOTE_DUE, {"now": now}):
+        count.task_moved(promoted.kind, promoted.site, TaskState.SCHEDULED, shown(TaskState.QUEUED, promoted.attempts))
 
     configured = sites.get(site) if site else None
     if kind == TaskKind.DOWNLOAD and configured is not None and configured.max_in_flight:
@@ -145,8 +145,10 @@ def lease_tasks(
             return Grant(None, retry_after=_seconds_until(cooling[site], now))
         return Grant(None, retry_after=policy.empty_queue_retry_after)
 
-    for leased_site, leased_count in collections.Counter(row.site for row in leased).items():
-        count.task_moved(kind, leased_site, TaskState.QUEUED, TaskState.LEASED, leased_count)
+    for (leased_site, was), leased_count in collections.Counter(
+        (row.site, shown(TaskState.QUEUED, row.attempts)) for row in leased
+    ).items():
+        count.task_moved(kind, leased_site, was, TaskState.LEASED, leased_count)
     length = policy.lease_length(kind, lease_seconds)
     lease = LeaseInfo(lease_id, kind, site, LeaseState.ACTIVE, int(length.total_seconds()), len(leased), now + length)
     session.connection().execute(
@@ -283,7 +285,7 @@ def release_lease(
             update(Task)
             .where(Task.lease_id == lease.id, Task.state == statements.LEASED)
             .values(state=TaskState.QUEUED, lease_id=None, available_at=now, updated_at=now)
-            .returning(Task.id, Task.kind, Task.site)
+            .returning(Task.id, Task.kind, Task.site, Task.attempts)
             .execution_options(synchronize_session=False)
         )
         if task_ids is not None:
@@ -291,7 +293,7 @@ def release_lease(
         rows = session.execute(statement).all()
         count = tally(session)
         for row in rows:
-            count.task_moved(row.kind, row.site, TaskState.LEASED, TaskState.QUEUED)
+            count.task_moved(row.kind, row.site, TaskState.LEASED, shown(TaskState.QUEUED, row.attempts))
         released = sorted(row.id for row in rows)
         _end_lease_if_empty(session, lease, LeaseState.RELEASED, now)
     session.commit()
@@ -351,12 +353,12 @@ def reclaim_expired(
             last_error_at=now,
             updated_at=now,
         )
-        .returning(Task.id, Task.kind, Task.site, Task.remote_id, Task.item_id, Task.state)
+        .returning(Task.id, Task.kind, Task.site, Task.remote_id, Task.item_id, Task.state, Task.attempts)
         .execution_options(synchronize_session=False)
     ).all()
     count = tally(session)
     for row in reclaimed:
-        count.task_moved(row.kind, row.site, TaskState.LEASED, row.state)
+        count.task_moved(row.kind, row.site, TaskState.LEASED, shown(row.state, row.attempts))
     if reclaimed:
         log.warning(
             "reclaimed %d task(s) from %d expired lease(s) of client id(s) %s",
@@ -600,7 +602,7 @@ def _count_changes(session: Session, held, changes: list[dict[str, Any]], client
             held[change["id"]].kind,
             held[change["id"]].site,
             TaskState.LEASED,
-            change["state"],
+            shown(change["state"], change["attempts"]),
             done_by=change["done_by"],
             was_known=held[change["id"]].known_count,
             known_count=change["known_count"],

@@ -99,7 +99,7 @@ PROMOTE_DUE = (
         TASKS.c.state == sql_literal(TaskState.SCHEDULED),
     )
     .values(state=TaskState.QUEUED, updated_at=bindparam("now"))
-    .returning(TASKS.c.kind, TASKS.c.site)
+    .returning(TASKS.c.kind, TASKS.c.site, TASKS.c.attempts)
 )
 
 

@@ -45,7 +45,7 @@
     return Math.round(seconds / 3600) + " h ago";
   }
 
-  const ORDER = ["done", "duplicate", "leased", "queued", "paused", "scheduled", "dead"];
+  const ORDER = ["done", "duplicate", "leased", "queued", "retrying", "paused", "scheduled", "dead"];
 
   function progress(counts) {
     const bar = document.createElement("div");
@@ -76,6 +76,7 @@
       cell(row, (d.done || 0) + (d.duplicate || 0), "num done");
       cell(row, (d.queued || 0) + (d.scheduled || 0) + (d.paused || 0), "num queued");
       cell(row, d.leased || 0, "num leased");
+      cell(row, d.retrying || 0, "num retrying");
       cell(row, d.dead || 0, "num dead");
       cell(row, site.in_flight + (site.max_in_flight ? " / " + site.max_in_flight : ""), "num in-flight");
       const m = site.metadata;
