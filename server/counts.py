@@ -230,7 +230,7 @@ def _upsert(postgresql: bool, table: Table, recount: bool) -> tuple[str, tuple[s
     amounts = AMOUNTS.get(table.name, ("n",))
     columns = (*key, *amounts)
     placeholder = "%s" if postgresql else "?"
-    shard = f"pg_backend_pid() % {SHARDS}" if postgresql and not recount else "0"
+    shard = f"pg_backend_pid() %% {SHARDS}" if postgresql and not recount else "0"  # %%: a literal % to psycopg
     updates = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in amounts)
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}, shard) "
