@@ -1,5 +1,6 @@
 """``/stats``: what the fleet is doing, from the kept counts (``server.counts``): it never
-counts the tasks, items or files tables, so it costs the same at any size of the archive."""
+counts the tasks, items or files tables, so it costs the same at any size of the archive
+(only its recent errors read tasks: the last day's failures, through their index)."""
 
 from __future__ import annotations
 
