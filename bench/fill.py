@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
 
@@ -13,6 +17,8 @@ from server.cli import init_db
 from server.counts import Tally, item_counter, write
 from server.extensions import db
 from server.models import Role
+from support.proc import PeakRss
+from support.processes import VENV_BIN, coordinator_env
 
 BENCH_SITE = "bench"
 SITES = {BENCH_SITE: {"engine": "gallery-dl", "url_patterns": [r"^http://bench\.test/"]}}
@@ -54,6 +60,25 @@ def prepare(url: str) -> str:
         db.session.remove()
         db.engine.dispose()
     return key
+
+
+def run_flask(url: str, workdir: Path, *args: str) -> tuple[str, float, int]:
+    """One ``flask --app server ARGS`` process against ``url``, as an operator runs it:
+    its output, seconds and peak RSS (raises with its output if it fails)."""
+    config = workdir / "flask_config.py"
+    config.write_text("")
+    env = {**os.environ, **coordinator_env(url, SITES, config)}
+    started = time.monotonic()
+    command = [str(VENV_BIN / "flask"), "--app", "server", *args]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = PeakRss(process.pid)
+    peak.start()
+    out, err = process.communicate()
+    peak.stop()
+    seconds = time.monotonic() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"flask {args[0]} failed ({process.returncode}):\n{out[-2000:]}\n{err[-2000:]}")
+    return out, seconds, peak.peak_total
 
 
 def queued(url: str) -> int:

@@ -6,16 +6,11 @@ fastest call it has (SQLite's executemany, PostgreSQL's COPY), no parsing or che
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
-
-from support.proc import PeakRss
-from support.processes import VENV_BIN, coordinator_env
 
 from . import fill
 from .throughput import database
@@ -34,30 +29,13 @@ def _write_csv(path: Path, rows: int, *, changed_every: int | None = None) -> Pa
 
 def _import(url: str, path: Path, workdir: Path) -> dict:
     """One ``flask import-csv`` process: seconds, rows per second, peak RSS."""
-    config = workdir / "import_config.py"
-    config.write_text("")
-    env = {**os.environ, **coordinator_env(url, fill.SITES, config)}
     rows = sum(1 for _ in path.open()) - 1
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [str(VENV_BIN / "flask"), "--app", "server", "import-csv", "--quiet", str(path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    peak = PeakRss(process.pid)
-    peak.start()
-    out, err = process.communicate()
-    peak.stop()
-    seconds = time.monotonic() - started
-    if process.returncode != 0:
-        raise RuntimeError(f"import-csv failed ({process.returncode}): {out[-1000:]} {err[-2000:]}")
+    out, seconds, peak = fill.run_flask(url, workdir, "import-csv", "--quiet", str(path))
     return {
         "rows": rows,
         "seconds": round(seconds, 2),
         "rows_per_second": round(rows / seconds),
-        "peak_rss_bytes": peak.peak_total,
+        "peak_rss_bytes": peak,
         "summary": out.strip().splitlines()[-1],
     }
 

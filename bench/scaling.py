@@ -9,9 +9,7 @@ the SQLite database is moved to PostgreSQL with ``flask move-to`` (time and peak
 
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +21,6 @@ from server.counts import recounted
 from server.extensions import db
 from server.leasing import lease_tasks, release_lease
 from server.models import ApiKey
-from support.proc import PeakRss
-from support.processes import VENV_BIN, coordinator_env
 
 from . import fill
 from .throughput import database
@@ -99,25 +95,9 @@ def _recount_seconds(url: str) -> float:
 def _move(url: str, plan, workdir: Path) -> dict:
     """``flask move-to`` of this SQLite database into a new PostgreSQL one, as an operator runs it."""
     target = fill.fresh_postgres(plan.pg_server, "ff_bench_move")
-    env = {**os.environ, **coordinator_env(url, fill.SITES, workdir / "move_config.py")}
-    (workdir / "move_config.py").write_text("")
-    started = time.monotonic()
-    process = subprocess.Popen(
-        [str(VENV_BIN / "flask"), "--app", "server", "move-to", target],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    peak = PeakRss(process.pid)
-    peak.start()
-    out, err = process.communicate()
-    peak.stop()
-    seconds = time.monotonic() - started
-    if process.returncode != 0:
-        raise RuntimeError(f"move-to failed ({process.returncode}):\n{out[-2000:]}\n{err[-2000:]}")
+    out, seconds, peak = fill.run_flask(url, workdir, "move-to", target)
     rows = sum(int(line.split()[2]) for line in out.splitlines()[1:] if line.endswith(" ok"))
-    return {"rows": rows, "seconds": round(seconds, 1), "peak_rss_bytes": peak.peak_total}
+    return {"rows": rows, "seconds": round(seconds, 1), "peak_rss_bytes": peak}
 
 
 def subscriptions(url: str, size: int, leases: int, queued: int = 5000) -> dict:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from common.states import ItemState, TaskKind, TaskState
 
-from .database import in_list, is_postgresql
+from .database import in_list, is_postgresql, read_only
 from .models import Counter, File, Item, KnownFile, MinuteCount, NodeCount, Task, TaskCount
 
 SHARDS = 16
@@ -518,8 +518,6 @@ def recounted(connection: Connection, now: datetime) -> dict[str, list[dict[str,
 def differences(session: Session, now: datetime | None = None) -> list[str]:
     """Where the kept counts differ from a recount (tasks, nodes, counters; the per-minute
     history is left out: a task done twice in a day is two completions there, one row here)."""
-    from .database import read_only
-
     now = now or datetime.now(UTC)
     read_only(session)
     have, want = kept(session), recounted(session.connection(), now)
