@@ -291,7 +291,13 @@ def _unnest_insert(table: Table, columns: tuple[str, ...]):
     ]
     unnested = func.unnest(*arrays).table_valued(*columns).render_derived()
     picked = [cast(unnested.c[name], JSON) if name in json_columns else unnested.c[name] for name in columns]
-    return pg_insert(table).from_select(list(columns), select(*picked)).on_conflict_do_nothing()
+    # SQLAlchemy keeps an INSERT's rowcount only when asked: without it every insert reads -1.
+    return (
+        pg_insert(table)
+        .from_select(list(columns), select(*picked))
+        .on_conflict_do_nothing()
+        .execution_options(preserve_rowcount=True)
+    )
 
 
 @functools.cache

@@ -396,3 +396,16 @@ def test_heartbeat_extends_by_the_lease_s_own_length(session, node, actions):
         session, lease_id=grant.lease.id, client=node, policy=context.policy(), now=T0 + timedelta(seconds=30)
     )
     assert extended.seconds == 40 and extended.expires_at == T0 + timedelta(seconds=70)
+
+
+def test_a_batch_insert_says_how_many_rows_went_in(session):
+    """What a submit counts rests on it (a wrong answer sends every submit down the slow
+    path that reads its file records back): rows that conflict are skipped, not counted."""
+    from server.database import insert_rows, prepare_rows
+    from server.models import ItemPost
+
+    links = [{"item_id": 7, "task_id": task_id, "found_at": T0} for task_id in (1, 2, 3)]
+    assert insert_rows(session, prepare_rows(session, ItemPost.__table__, links)) == 3
+    again = [*links[1:], {"item_id": 7, "task_id": 4, "found_at": T0}]
+    assert insert_rows(session, prepare_rows(session, ItemPost.__table__, again)) == 1
+    session.rollback()
