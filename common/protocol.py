@@ -12,6 +12,7 @@ import re
 from typing import Any, NotRequired, TypedDict
 
 from .states import FailureClass, LeaseState, ResultStatus, TaskKind
+from .video import VideoOrder
 
 __all__ = [
     "ENDED_LEASE_STATES",
@@ -30,6 +31,8 @@ __all__ = [
     "Result",
     "ResultStatus",
     "TaskKind",
+    "VideoInfo",
+    "VideoOrder",
 ]
 
 #: Text no database stores: NUL (PostgreSQL text cannot hold it) and unpaired surrogates
@@ -67,6 +70,8 @@ class LeasedTask(TypedDict):
     item: NotRequired[ItemRef | None]
     #: Metadata tasks of a subscription: which check this is, and where it may stop.
     check: NotRequired[CheckOrder]
+    #: Download tasks of a yt-dlp site: format, container, limits (``common.video``).
+    video: NotRequired[VideoOrder]
 
 
 class CheckOrder(TypedDict):
@@ -95,6 +100,19 @@ class FileRecord(TypedDict):
     store_key: NotRequired[str]
     #: Since 0.3: False when the node removed its copy after a verified upload.
     kept: NotRequired[bool]
+    #: Since 0.5, video and audio files: what a probe of the written file found.
+    video: NotRequired[VideoInfo]
+
+
+class VideoInfo(TypedDict):
+    """A video or audio file as probed (ffprobe): None where it has no such stream."""
+
+    duration: float | None  # seconds
+    width: int | None
+    height: int | None
+    vcodec: str | None
+    acodec: str | None
+    container: str | None
 
 
 class FoundPost(TypedDict):

@@ -72,6 +72,11 @@ def shown(state: str | None, attempts: int | None) -> str | None:
     return RETRYING if state == TaskState.QUEUED and attempts else state
 
 
+def video_counter(site: str) -> str:
+    """Milliseconds of video and audio recorded for a site (its files' probed durations)."""
+    return f"video_ms.{site}"
+
+
 def known_counter(column: str) -> str:
     """Anchors naming a post (remote_id), a URL (url_key), a sha256 or an md5."""
     return f"known.{column}"
@@ -364,6 +369,13 @@ def files_recorded(
     count.counters[UNIQUE_BYTES] += sum(first.values())
 
 
+def videos_recorded(session: Session, durations: Iterable[tuple[str, float]]) -> None:
+    """Video files recorded: (site, seconds) each, added to the site's video time."""
+    count = tally(session)
+    for site, seconds in durations:
+        count.counters[video_counter(site)] += round(seconds * 1000)
+
+
 # ------------------------------------------------------------------- reading
 
 
@@ -436,15 +448,16 @@ def rebuild(session: Session, now: datetime) -> None:
     session.commit()
 
 
-def recount_into(connection: Connection, now: datetime | None = None) -> None:
-    """Fill the (empty) kept tables from counts of the tables, as shard 0."""
+def recount_into(connection: Connection, now: datetime | None = None, *, videos: bool = True) -> None:
+    """Fill the (empty) kept tables from counts of the tables, as shard 0 (``videos``:
+    False for a schema before the files' probe columns, migration 0009)."""
     now = now or datetime.now(UTC)
-    recount = recounted(connection, now)
+    recount = recounted(connection, now, videos=videos)
     for table in KEPT_TABLES:
         _add(connection, table, recount[PART_OF[table.name]], recount=True)
 
 
-def recounted(connection: Connection, now: datetime) -> dict[str, list[dict[str, Any]]]:
+def recounted(connection: Connection, now: datetime, *, videos: bool = True) -> dict[str, list[dict[str, Any]]]:
     """What the kept tables should hold, counted from the tables (one GROUP BY each)."""
     state = case(((TASKS.c.state == TaskState.QUEUED) & (TASKS.c.attempts > 0), RETRYING), else_=TASKS.c.state).label(
         "shown"
@@ -504,6 +517,17 @@ def recounted(connection: Connection, now: datetime) -> dict[str, list[dict[str,
         )
     )
     counters[GONE_UPSTREAM] = connection.scalar(select(func.count()).where(TASKS.c.gone_at.is_not(None)))
+    for site, milliseconds in (
+        ()
+        if not videos
+        else connection.execute(
+            select(TASKS.c.site, func.sum(func.round(FILES.c.duration * 1000)))
+            .join(TASKS, TASKS.c.id == FILES.c.task_id)
+            .where(FILES.c.duration > 0)
+            .group_by(TASKS.c.site)
+        )
+    ):
+        counters[video_counter(site)] = int(milliseconds or 0)
     anchors = KnownFile.__table__
     named = connection.execute(select(*(func.count(anchors.c[name]) for name in KNOWN_COLUMNS))).one()
     counters.update({known_counter(name): n for name, n in zip(KNOWN_COLUMNS, named, strict=True)})

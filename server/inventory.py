@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from common.states import ItemState, TaskKind, TaskState
+from common.video import ITEM_COLUMNS, BadChoice, VideoChoice
 
 from .counts import TaskChange, item_counter, shown, tally
 from .database import copy_rows, in_list, insert_rows, is_postgresql, prepare_rows, sql_literal, utcnow
@@ -312,6 +313,11 @@ def _parse_row(values: list[str], header: list[str], extra_columns: list[str], l
 
     targets = _targets(url, query, restriction, sites)
     extra = {name: fields[name] for name in extra_columns if fields.get(name)}
+    if any(name in extra for name in ITEM_COLUMNS):  # the item's own video format and limits
+        try:
+            VideoChoice.parse(extra)
+        except BadChoice as problem:
+            raise RowRejected(str(problem)) from None
     identity = [url, query, title, restriction, priority, extra]
     if check_every is not None:  # rows without it hash as before: re-importing old files changes nothing
         identity.append(check_every)

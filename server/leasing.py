@@ -28,11 +28,12 @@ from sqlalchemy.orm import Session
 from common.file_store import is_object_key
 from common.protocol import MAX_BATCH, MIN_BATCH
 from common.states import FailureClass, ResultStatus, TaskKind, TaskState
+from common.video import ITEM_COLUMNS, BadChoice, VideoChoice
 
 from . import statements
 from .auth import Client
 from .checks import record_checks
-from .counts import TaskChange, files_recorded, new_content, shown, tally
+from .counts import TaskChange, files_recorded, new_content, shown, tally, videos_recorded
 from .database import (
     PreparedRows,
     insert_ignore,
@@ -51,7 +52,7 @@ from .models import File, Item, ItemPost, Lease, LeaseState, Task
 from .pausing import paused_items
 from .policy import LeasePolicy
 from .site_state import cooling_sites, in_flight, set_cooldown
-from .sites import SiteRegistry
+from .sites import Site, SiteRegistry
 from .transitions import check_interval, failed, file_rows, is_full_check, metadata_done
 from .validation import MAX_METADATA_DEPTH, too_deep
 
@@ -174,7 +175,28 @@ def lease_tasks(
         for task in tasks:
             task["item"] = items.get(task["item_id"])
         _add_check_orders(session, tasks, sites, policy)
+    elif configured is not None and configured.engine == "yt-dlp":
+        _add_video_orders(session, tasks, configured)
     return Grant(lease, tasks)
+
+
+def _add_video_orders(session: Session, tasks: list[dict[str, Any]], site: Site) -> None:
+    """A yt-dlp download carries its format, container and limits: the site's, each
+    overridden by what the item that found it says (the inventory's own columns)."""
+    item_ids = {task["item_id"] for task in tasks if task.get("item_id") is not None}
+    choices: dict[int, VideoChoice] = {}
+    if item_ids:
+        read_only(session)
+        for item_id, extra in session.execute(select(Item.id, Item.extra).where(Item.id.in_(item_ids))):
+            own = {name: value for name, value in (extra or {}).items() if name in ITEM_COLUMNS}
+            if own:
+                try:
+                    choices[item_id] = site.video.overridden_by(VideoChoice.parse(own))
+                except BadChoice:  # checked at import; a row written before that check keeps the site's
+                    pass
+        session.commit()
+    for task in tasks:
+        task["video"] = choices.get(task.get("item_id"), site.video).as_order()
 
 
 def _add_check_orders(session: Session, tasks: list[dict[str, Any]], sites: SiteRegistry, policy: LeasePolicy) -> None:
@@ -432,7 +454,8 @@ def submit_results(
                 raise InvalidInput.at(where, f"nests deeper than {MAX_METADATA_DEPTH} levels")
     # Only a download lease records files; a metadata result carries none.
     finished = [r for r in results if r["status"] == "done" and r.get("files")]
-    rows = [row for r in finished for row in file_rows(r["task_id"], client.id, r["files"], now)]
+    video = any("video" in record for r in finished for record in r["files"])
+    rows = [row for r in finished for row in file_rows(r["task_id"], client.id, r["files"], now, video=video)]
     files = prepare_rows(session, File.__table__, rows)
 
     connection = session.connection()  # begins the write transaction
@@ -505,15 +528,24 @@ def _record_files(session: Session, recorded, client_id: int, files: PreparedRow
     count.completed(now, TaskKind.DOWNLOAD, client_id, done=len(recorded))
     sha256, size = files.columns.index("sha256"), files.columns.index("size")
     new = new_content(session, (row[sha256] for row in files.values))
+    video = "duration" in files.columns
     if insert_rows(session, files) == len(files.values):
         inserted = [(row[sha256], row[size]) for row in files.values]
+        if video:
+            task_id, duration = files.columns.index("task_id"), files.columns.index("duration")
+            probed = [(row[task_id], row[duration]) for row in files.values]
     else:
-        inserted = session.execute(
-            select(File.sha256, File.size).where(
+        read = session.execute(
+            select(File.sha256, File.size, File.task_id, File.duration).where(
                 File.task_id.in_([task.id for task in recorded]), File.client_id == client_id, File.created_at == now
             )
         ).all()
+        inserted = [(row.sha256, row.size) for row in read]
+        probed = [(row.task_id, row.duration) for row in read]
     files_recorded(session, client_id, inserted, new, now)
+    if video:
+        site_of = {task.id: task.site for task in recorded}
+        videos_recorded(session, ((site_of[task_id], seconds) for task_id, seconds in probed if seconds))
 
 
 def _record_others(session, lease, client, results, sites, policy, now, outcome: SubmitOutcome, events: Outbox) -> None:

@@ -123,6 +123,17 @@ class LeasedTaskSchema(ma.Schema):
     check = fields.Nested(
         "CheckOrderSchema", metadata={"description": "metadata of a subscription: which check, where it may stop"}
     )
+    video = fields.Nested(
+        "VideoOrderSchema", metadata={"description": "download of a yt-dlp site: format, container and limits"}
+    )
+
+
+class VideoOrderSchema(ma.Schema):
+    format = fields.String(metadata={"description": "a yt-dlp format selector"})
+    preset = fields.String(metadata={"description": "the named preset it came from (best, 720p, audio, ...)"})
+    merge_output_format = fields.String(metadata={"description": "the container streams are merged into"})
+    max_duration_seconds = fields.Integer(metadata={"description": "a longer video is not fetched"})
+    max_filesize_bytes = fields.Integer(metadata={"description": "a larger video is not fetched"})
 
 
 class CheckOrderSchema(ma.Schema):
@@ -199,6 +210,18 @@ class FileRecordSchema(StrictSchema):
     kept = fields.Boolean(
         metadata={"description": "since 0.3: false when the node removed its copy after a verified upload"}
     )
+    video = fields.Nested(
+        "VideoInfoSchema", metadata={"description": "since 0.5, video and audio files: what a probe found"}
+    )
+
+
+class VideoInfoSchema(StrictSchema):
+    duration = fields.Float(allow_none=True, allow_nan=False, validate=validate.Range(0, 10**7))
+    width = fields.Integer(allow_none=True, strict=True, validate=validate.Range(0, 100_000))
+    height = fields.Integer(allow_none=True, strict=True, validate=validate.Range(0, 100_000))
+    vcodec = fields.String(allow_none=True, validate=validate.Length(max=32))
+    acodec = fields.String(allow_none=True, validate=validate.Length(max=32))
+    container = fields.String(allow_none=True, validate=validate.Length(max=32))
 
 
 class StoredFileSchema(StrictSchema):
@@ -355,6 +378,7 @@ class SiteStatsSchema(ma.Schema):
         allow_none=True, metadata={"description": "the last health test: at, node, passed, failed checks"}
     )
     configured = fields.Boolean()
+    video_hours = fields.Float(metadata={"description": "hours of video and audio recorded (probed durations)"})
 
 
 class ErrorStatsSchema(ma.Schema):

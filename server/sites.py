@@ -16,6 +16,7 @@ from typing import Any
 from common.engine_options import Refused, vet_site
 from common.settings import ConfigError
 from common.sites import ENGINES, SITE_NAME_RULE, is_site_name
+from common.video import BadChoice, VideoChoice
 
 from .schedule import parse_interval
 
@@ -37,7 +38,15 @@ SETTINGS = {
     "archive_id_pattern",
     "check_every",
     "test",
+    # yt-dlp sites: what each video download asks for (``common.video``)
+    "format",
+    "merge_output_format",
+    "max_duration_seconds",
+    "max_filesize_bytes",
 }
+VIDEO_SETTINGS = ("format", "merge_output_format", "max_duration_seconds", "max_filesize_bytes")
+#: Engine options that are the same ideas as the video settings: a site says them once.
+VIDEO_OPTIONS = {"format": "format", "merge_output_format": "merge_output_format", "max_filesize": "max_filesize_bytes"}
 #: What a site's ``test`` may say.
 TEST_SETTINGS = {"url", "query", "min_posts", "sha256", "metadata_keys", "download"}
 
@@ -66,6 +75,8 @@ class Site:
     check_every: int | None = None
     #: A health test (``python -m client test-site``): what to resolve and what it must yield.
     test: Mapping[str, Any] | None = None
+    #: yt-dlp sites: the format, container and limits of its videos (an item may override them).
+    video: VideoChoice = field(default_factory=VideoChoice)
 
     def search_url_for(self, query: str) -> str:
         assert self.search_url is not None
@@ -183,7 +194,21 @@ def _parse_site(name: Any, spec: Any) -> Site:
         _archive_id_pattern(where, spec.get("archive_id_pattern")),
         _check_every(where, spec.get("check_every")),
         _test(where, spec.get("test"), search_url),
+        _video(where, engine, spec, options),
     )
+
+
+def _video(where: str, engine: str, spec: Mapping[str, Any], options: Mapping[str, Any]) -> VideoChoice:
+    given = {name: spec[name] for name in VIDEO_SETTINGS if name in spec}
+    if given and engine != "yt-dlp":
+        raise ConfigError(f"{where}: {', '.join(given)} apply to yt-dlp sites only")
+    twice = [f"options.{option}" for option, setting in VIDEO_OPTIONS.items() if option in options and setting in given]
+    if twice:
+        raise ConfigError(f"{where}: {twice[0]} and the site's own setting say the same thing; keep one")
+    try:
+        return VideoChoice.parse(given)
+    except BadChoice as problem:
+        raise ConfigError(f"{where}: {problem}") from None
 
 
 def _test(where: str, spec: Any, search_url: str | None) -> dict[str, Any] | None:

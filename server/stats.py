@@ -22,6 +22,7 @@ from .counts import (
     minutes_since,
     node_totals,
     task_counts,
+    video_counter,
 )
 from .database import read_only, utcnow
 from .known import known_counts
@@ -72,6 +73,7 @@ def collect_stats(session: Session, *, sites: SiteRegistry, now: datetime | None
         configured = sites.get(name)
         entry["configured"] = configured is not None
         entry["max_in_flight"] = configured.max_in_flight if configured else None
+        entry["video_hours"] = round(counters.get(video_counter(name), 0) / 3_600_000, 3)
 
     live = (Lease.state == LeaseState.ACTIVE) & (Lease.expires_at > now)
     active_leases, leased_tasks = session.execute(

@@ -85,9 +85,15 @@ def _new_task(
     }
 
 
-def file_rows(task_id: int, client_id: int, records, now: datetime) -> list[dict[str, Any]]:
-    """The file records of a done download, as rows (built before the write transaction)."""
-    return [
+#: A file record's ``video`` (what the node's probe found), column by column.
+VIDEO_COLUMNS = ("duration", "width", "height", "vcodec", "acodec", "container")
+
+
+def file_rows(task_id: int, client_id: int, records, now: datetime, *, video: bool = False) -> list[dict[str, Any]]:
+    """The file records of a done download, as rows (built before the write transaction);
+    ``video``: with the probe's columns (when any record of the batch has them, so every
+    row of a batch has one shape)."""
+    rows = [
         {
             "task_id": task_id,
             "client_id": client_id,
@@ -104,6 +110,13 @@ def file_rows(task_id: int, client_id: int, records, now: datetime) -> list[dict
         }
         for record in records
     ]
+    if video:
+        for row, record in zip(rows, records, strict=True):
+            probed = record.get("video") or {}
+            row.update({name: probed.get(name) for name in VIDEO_COLUMNS})
+            if row["duration"] is not None:  # whole milliseconds: what the kept video time adds up
+                row["duration"] = round(row["duration"], 3)
+    return rows
 
 
 # ------------------------------------------------------------- what a result makes
