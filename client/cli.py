@@ -25,6 +25,7 @@ from common.version import __version__
 from .cache import open_cache, redact
 from .coordinator import Coordinator, CoordinatorError
 from .kinds import DownloadWork, MetadataWork
+from .probe import ffmpeg_missing
 from .reporting import EXIT_NODE_FAULT
 from .runner import DRAIN, LOOP, ONCE, Runner, Stopper
 from .settings import DEFAULTS, validate, validate_node
@@ -134,6 +135,8 @@ def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progr
         remove_abandoned_partials(dest)
         uploader = _uploader(settings, dest)  # before any lease: a store that cannot work stops us here
     coordinator = Coordinator(settings["SERVER_URL"], settings["API_KEY"], timeout=settings["HTTP_TIMEOUT"])
+    if kind == TaskKind.DOWNLOAD:
+        _check_tools_for(coordinator, site, settings)
     work = MetadataWork(open_cache(settings)) if kind == TaskKind.METADATA else DownloadWork(dest, uploader)
     runner = Runner(
         coordinator,
@@ -155,6 +158,18 @@ def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progr
         coordinator.close()
     click.echo(summary.line())
     return summary.exit_code()
+
+
+def _check_tools_for(coordinator: Coordinator, site: str, settings: dict[str, Any]) -> None:
+    """A yt-dlp site's downloads need ffmpeg (merging streams, probing files): say so now,
+    in one line, rather than fail every task. An unreachable coordinator is the runner's to report."""
+    try:
+        engine = (coordinator.sites().get(site) or {}).get("engine")
+    except CoordinatorError:
+        return
+    if engine == "yt-dlp" and (missing := ffmpeg_missing(settings)):
+        coordinator.close()
+        _fail(missing, 2)
 
 
 def _open_store(settings: dict[str, Any]):

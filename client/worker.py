@@ -29,6 +29,7 @@ from common.states import FailureClass, ResultStatus
 from .engines import Engine, Failure, load
 from .engines.base import NodeFault, StopAtKnown, node_fault_of
 from .hashing import describe_file
+from .probe import probed
 from .sidecar import write_sidecar
 from .storage import PARTIAL_DIR
 
@@ -138,7 +139,7 @@ def download(task: LeasedTask, dest: str) -> Result:
         directory = root / task["site"]
         directory.mkdir(parents=True, exist_ok=True)
         partial.mkdir(parents=True, exist_ok=True)
-        written = _engine_for(task["site"]).download(task["url"], task["site"], directory, partial)
+        written = _engine_for(task["site"]).download(task["url"], task["site"], directory, partial, task)
         files = []
         for item in written:
             path = item.path.resolve()
@@ -147,6 +148,10 @@ def download(task: LeasedTask, dest: str) -> Result:
             except ValueError:
                 raise Failure(FailureClass.PERMANENT, f"the engine wrote {path} outside --dest {root}") from None
             info = describe_file(path)
+            if info["mime"].startswith(("video/", "audio/")):
+                video = probed(path, item.metadata, _settings)
+                if video is not None:
+                    info["video"] = video
             write_sidecar(path, task=task, file_info=info, metadata=item.metadata)
             files.append({"path": relative, **info})
     except Failure as failure:

@@ -11,14 +11,16 @@ reachable by tag (see ``demo.catalog.FAILURES``); ``/_counter`` tells what was f
 from __future__ import annotations
 
 import html
+import json
 import socket
 import threading
 import time
 from collections import Counter
 
 import click
-from flask import Flask, Response, abort, jsonify, request
+from flask import Flask, Response, abort, jsonify, request, send_from_directory
 
+from . import streams
 from .catalog import API_FAILURES, FAILURES, GROWING_AT_START, RETRY_AFTER_SECONDS, VIDEOS, Catalog, video_bytes
 
 PER_PAGE_MAX = 1000
@@ -31,6 +33,10 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
     failures_left: dict[str, int | None] = {}
     lock = threading.Lock()
     app.extensions["demo"] = {"catalog": catalog, "counts": counts}
+    try:
+        streamed = streams.build()
+    except (RuntimeError, OSError) as problem:  # the rest of the site works without ffmpeg
+        streamed, streams_missing = None, str(problem)
 
     def reset_failures() -> None:
         failures_left.clear()
@@ -38,6 +44,8 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
             failures_left[f"file:{post_id}"] = failure.times
         for tag, (_, times) in API_FAILURES.items():
             failures_left[f"api:{tag}"] = times
+        for name, (_, _, times) in streams.FAULTS.items():
+            failures_left[f"stream:{name}"] = times
 
     reset_failures()
 
@@ -205,6 +213,48 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
         if stem not in VIDEOS or VIDEOS[stem][1] != ext:
             abort(404)
         return Response(video_bytes(stem), mimetype=f"video/{ext}")
+
+    # ---------------------------------------------------------- streamed video
+
+    @app.get("/stream/<name>")
+    def stream_page(name: str):
+        """A video page as streaming sites make them: the player is filled by script,
+        the page says what the video is (schema.org VideoObject: title, duration, the
+        manifest); a page of progressive sources is a plain ``<video>``."""
+        stream = streams.STREAMS.get(streams.FAULTS.get(name, (name,))[0])
+        if stream is None:
+            abort(404)
+        if stream.kind == "sources":
+            sources = "".join(
+                f'<source src="/streams/{name}/{height}.mp4" type="video/mp4" res="{height}" label="{height}p">'
+                for height in sorted(stream.heights, reverse=True)
+            )
+            return _page(stream.title, f"<video controls>{sources}</video>")
+        manifest = f"{request.host_url}streams/{name}/{streams.manifest_of(stream)}"
+        described = {
+            "@context": "https://schema.org",
+            "@type": "VideoObject",
+            "name": stream.title if name == stream.name else f"{stream.title} ({name})",
+            "description": f"{stream.title}, served as {stream.kind.upper()}",
+            "duration": f"PT{stream.seconds}S",
+            "uploadDate": "2026-01-01T00:00:00Z",
+            "contentUrl": manifest,
+        }
+        script = f'<script type="application/ld+json">{json.dumps(described)}</script>'
+        return _page(stream.title, f'{script}<div id="player" data-manifest="{html.escape(manifest)}"></div>')
+
+    @app.get("/streams/<name>/<path:file>")
+    def stream_file(name: str, file: str):
+        base, fault, times = streams.FAULTS.get(name, (name, None, 0))
+        if base not in streams.STREAMS:
+            abort(404)
+        if streamed is None:
+            return _error(503, f"streams unavailable: {streams_missing}")
+        if file == fault and should_fail(f"stream:{name}"):
+            if times is None:  # broken: the segment is gone
+                abort(404)
+            return _error(500, "Internal Server Error")
+        return send_from_directory(streamed / base, file, max_age=0)
 
     return app
 

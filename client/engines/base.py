@@ -163,9 +163,12 @@ class Engine:
         """What exists at ``url``; an engine that can stop early honours ``stop``."""
         raise NotImplementedError
 
-    def download(self, url: str, site: str, directory: Path, partial: Path) -> list[Written]:
+    def download(
+        self, url: str, site: str, directory: Path, partial: Path, task: Mapping[str, Any] | None = None
+    ) -> list[Written]:
         """Fetch into ``directory``, keeping unfinished files in ``partial`` (removed by the
-        caller afterwards); nothing may be written outside the two."""
+        caller afterwards); nothing may be written outside the two. ``task``: the leased
+        task (its found metadata, a video order), for engines that use them."""
         raise NotImplementedError
 
 

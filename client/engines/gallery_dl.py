@@ -98,7 +98,9 @@ class GalleryDlEngine(Engine):
             found.metadata["file_count"] = counts[remote_id]
         return Resolution(list(grouped.values()), collector.known.stopped)
 
-    def download(self, url: str, site: str, directory: Path, partial: Path) -> list[Written]:
+    def download(
+        self, url: str, site: str, directory: Path, partial: Path, task: Mapping[str, Any] | None = None
+    ) -> list[Written]:
         self._reset(directory, partial)
         collector = _Collector(confined_to=(directory, partial))
         status = collector.run(_DownloadJob, url)

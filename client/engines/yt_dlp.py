@@ -17,6 +17,7 @@ from yt_dlp.utils import DownloadError, UnsupportedError, match_filter_func
 
 from common.sites import is_fetched_url
 from common.states import FailureClass
+from common.video import AUDIO_PRESET, BadChoice, VideoOrder, check_order, over_limit
 
 from ..trust import scheme_refusal
 from .base import (
@@ -48,6 +49,10 @@ METADATA_KEYS = (
     "ext",
     "width",
     "height",
+    "vcodec",
+    "acodec",
+    "filesize",
+    "filesize_approx",
     "webpage_url",
     "extractor_key",
     "tags",
@@ -85,10 +90,11 @@ class YtDlpEngine(Engine):
         # A flat playlist comes in one answer: a re-check has nothing to save by stopping.
         with _ConfinedYoutubeDL(self._options(site, extract_flat="in_playlist", simulate=True)) as ydl:
             info = _run(ydl, url, download=False)
+        single = not info.get("entries")
         entries = [entry for entry in (info.get("entries") or [info]) if entry]
         found: dict[str, Found] = {}
         for entry in entries:
-            remote_id, download_url = _identity(entry)
+            remote_id, download_url = _identity(entry, single)
             if not is_fetched_url(download_url):
                 continue  # an ftp: or file: video is never fetched: no task for it
             if remote_id not in found:
@@ -96,12 +102,30 @@ class YtDlpEngine(Engine):
                 found[remote_id] = Found(remote_id, download_url, metadata)
         return Resolution(list(found.values()))
 
-    def download(self, url: str, site: str, directory: Path, partial: Path) -> list[Written]:
-        options = self._options(
-            site, outtmpl={"default": "%(id)s.%(ext)s"}, paths={"home": str(directory), "temp": str(partial)}
+    def download(
+        self, url: str, site: str, directory: Path, partial: Path, task: Mapping[str, Any] | None = None
+    ) -> list[Written]:
+        order = _order_of(task)
+        found = (task or {}).get("metadata") or {}
+        refusal = over_limit(
+            order, duration=found.get("duration"), filesize=found.get("filesize") or found.get("filesize_approx")
         )
+        if refusal:  # decided from what the metadata task saw: not a byte of media fetched
+            raise Failure(FailureClass.PERMANENT, refusal)
+        limits = _Limits(order)
+        options = self._options(
+            site,
+            outtmpl={"default": "%(id)s.%(ext)s"},
+            paths={"home": str(directory), "temp": str(partial)},
+            # a stream missing a segment fails (transient), never a file with a hole in it
+            skip_unavailable_fragments=False,
+            **_format_options(order),
+        )
+        options["match_filter"] = limits.wrap(options.get("match_filter"))
         with _ConfinedYoutubeDL(options, confined_to=(directory, partial)) as ydl:
             info = _run(ydl, url, download=True)
+        if limits.refusal:
+            raise Failure(FailureClass.PERMANENT, limits.refusal)
         written = []
         for entry in info.get("entries") or [info]:
             for download in (entry or {}).get("requested_downloads") or []:
@@ -115,17 +139,74 @@ class YtDlpEngine(Engine):
         return written
 
 
-def _identity(entry: Mapping[str, Any]) -> tuple[str, str]:
+def _identity(entry: Mapping[str, Any], single: bool = False) -> tuple[str, str]:
     """(remote id, URL to download) of one listed video.
 
     A site extractor's own id names the video. The generic extractors' ids are page
     positions, so there the full media URL is the identity (hashed when too long):
     two videos of one page never share it, as ``clip.mp4`` and ``clip.webm`` share a stem.
+    A page's only video offered as a choice (several formats, or a stream manifest) is
+    named and downloaded by its page: the node chooses the format when it downloads.
     """
     media_url = entry.get("url") or entry.get("webpage_url")
     if entry.get("extractor_key") in GENERIC_EXTRACTORS and media_url:
+        page = entry.get("webpage_url")
+        if single and page and _is_choice(entry):
+            return _url_identity(page), page
         return _url_identity(media_url), media_url
     return str(entry.get("id") or _url_identity(media_url)), entry.get("webpage_url") or media_url
+
+
+def _is_choice(entry: Mapping[str, Any]) -> bool:
+    protocol = str(entry.get("protocol") or "")
+    return len(entry.get("formats") or ()) > 1 or "m3u8" in protocol or "dash" in protocol
+
+
+def _order_of(task: Mapping[str, Any] | None) -> VideoOrder | None:
+    """The lease's video order, checked as everything a coordinator sends is."""
+    order = (task or {}).get("video")
+    if order is None:
+        return None
+    try:
+        return check_order(order)
+    except BadChoice as problem:
+        raise Failure(FailureClass.PERMANENT, f"refused by this node: {problem}") from None
+
+
+def _format_options(order: VideoOrder | None) -> dict[str, Any]:
+    """yt-dlp options for the order: the selector, the container, and for ``audio`` the
+    sound alone (extracted without re-encoding when the site serves no audio-only stream)."""
+    if order is None:
+        return {}
+    options: dict[str, Any] = {"format": order["format"]}
+    if order.get("merge_output_format"):
+        options["merge_output_format"] = order["merge_output_format"]
+    if order.get("preset") == AUDIO_PRESET:
+        options["postprocessors"] = [{"key": "FFmpegExtractAudio", "preferredcodec": "best"}]
+    return options
+
+
+class _Limits:
+    """yt-dlp's match filter, plus the order's limits: checked on each video's info after
+    its format is chosen and before any of its media is fetched (the refusal is kept)."""
+
+    def __init__(self, order: VideoOrder | None):
+        self.order = order
+        self.refusal: str | None = None
+
+    def wrap(self, site_filter):
+        def check(info: dict[str, Any], incomplete: bool = False) -> str | None:
+            if site_filter is not None:
+                reason = site_filter(info, incomplete=incomplete)
+                if reason is not None:
+                    return reason
+            size = info.get("filesize") or info.get("filesize_approx")
+            refusal = over_limit(self.order, duration=info.get("duration"), filesize=None if incomplete else size)
+            if refusal:
+                self.refusal = refusal
+            return refusal
+
+        return check
 
 
 def _url_identity(url: str) -> str:
