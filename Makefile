@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 
 NODE_STAMP := node_modules/.installed-$(shell cat package.json package-lock.json | sha256sum | cut -c1-12)
 
-.PHONY: setup tools demo test test-fast bench bench-smoke lint format clean
+.PHONY: setup tools media-tools demo test test-fast bench bench-smoke lint format clean
 
 setup: $(STAMP)
 
@@ -25,16 +25,22 @@ $(STAMP): requirements.txt requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Debian packages: wrk (the benchmarks' load generator; the test suite runs a smoke
-# benchmark), chromium and chromium-driver (the dashboard's browser test).
-TOOLS := wrk chromium chromium-driver
-tools:
-	@missing=$$(for package in $(TOOLS); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
+# Debian packages: ffmpeg (every node: yt-dlp merges video and audio streams with it, and
+# ffprobe describes each video; the demo site builds its streams with it), wrk (the
+# benchmarks' load generator; the test suite runs a smoke benchmark), chromium and
+# chromium-driver (the dashboard's browser test).
+MEDIA_TOOLS := ffmpeg
+TOOLS := $(MEDIA_TOOLS) wrk chromium chromium-driver
+APT_INSTALL = missing=$$(for package in $(1); do dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
 	if [ -n "$$missing" ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 || { $$SUDO apt-get update -q >/dev/null && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; fi
+tools:
+	@$(call APT_INSTALL,$(TOOLS))
+media-tools:
+	@$(call APT_INSTALL,$(MEDIA_TOOLS))
 
-demo: $(STAMP)
+demo: $(STAMP) media-tools
 	$(BIN)/python -m demo $(DEMO_ARGS)
 
 test: $(STAMP) $(NODE_STAMP) tools

@@ -30,10 +30,10 @@ AUDIO_PRESET = "audio"
 CONTAINERS = ("mp4", "mkv", "webm")
 #: The characters a format selector is made of (``common.engine_options`` vets the same).
 SELECTOR = re.compile(r"[A-Za-z0-9_+/,.:<>=!*?()\[\]^$ -]{1,200}")
-#: A bare word of letters (or a height like ``360p``) names a preset: one that is not a
+#: A bare word of letters (or a size like ``360p``, ``4k``) names a preset: one that is not a
 #: preset, a yt-dlp keyword or a media extension is a typo, not a site's format id
 #: (a letters-only format id is picked with ``[format_id=hd]``).
-PRESET_LIKE = re.compile(r"[a-z]+(-[a-z]+)*|[0-9]+p[0-9]*")
+PRESET_LIKE = re.compile(r"[a-z]+(-[a-z]+)*|[0-9]+[pk][0-9]*")
 YT_DLP_WORDS = frozenset(
     {
         *("b", "w", "bv", "ba", "wv", "wa", "best", "worst", "bestvideo", "bestaudio", "worstvideo", "worstaudio"),

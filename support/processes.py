@@ -156,6 +156,6 @@ def demo_sites(site_url: str) -> dict:
         "demotube": {
             "engine": "yt-dlp",
             "search_url": site_url + "/videos?q={query}",
-            "url_patterns": [rf"^https?://{host}/(watch|media|videos)"],
+            "url_patterns": [rf"^https?://{host}/(watch|media|videos|stream)"],
         },
     }

@@ -273,3 +273,18 @@ def rabbitmq_url() -> str:
 def exchange() -> str:
     """A topic exchange of the test's own."""
     return f"fetchfleet-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def ffmpeg() -> str:
+    """ffmpeg's path: tests of streamed video are skipped, saying why, without it, unless
+    REQUIRE_FFMPEG=1 (as in CI), which makes that a failure."""
+    import shutil
+
+    found = shutil.which("ffmpeg")
+    if found is None or shutil.which("ffprobe") is None:
+        reason = "ffmpeg/ffprobe is not installed (make tools installs Debian's ffmpeg)"
+        if os.environ.get("REQUIRE_FFMPEG") == "1":
+            pytest.fail(f"REQUIRE_FFMPEG=1 but {reason}")
+        pytest.skip(reason)
+    return found

@@ -183,6 +183,16 @@ class Fleet:
             timeout=timeout,
         )
 
+    def video_durations(self) -> list[float]:
+        """The probed durations of the file records that have one."""
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.database_url)
+        with engine.connect() as connection:
+            found = connection.execute(text("SELECT duration FROM files WHERE duration IS NOT NULL")).scalars().all()
+        engine.dispose()
+        return list(found)
+
     def files(self) -> list[dict]:
         """Every file record the coordinator holds, from its database."""
         from sqlalchemy import create_engine, text

@@ -89,16 +89,19 @@ def test_the_one_command_demo(tmp_path):
     result = run_demo(tmp_path, at_the_end=look_around)
     assert seen["dashboard"] == 200 and 'fetchfleet_tasks{kind="download",site="demo",state="done"}' in seen["metrics"]
     stats = json.loads(result.stdout[result.stdout.index("{") : result.stdout.rindex("}") + 1])
-    assert stats["tasks"]["metadata"]["done"] == 8  # 9 items; "no_such_tag" waits to be retried
+    assert stats["tasks"]["metadata"]["done"] == 12  # 13 items; "no_such_tag" waits to be retried
     downloads = stats["tasks"]["download"]
-    assert downloads["dead"] == 2 and downloads["queued"] == downloads["leased"] == 0  # the 404 and the 500 post
-    assert downloads["done"] == downloads["total"] - 2 > 80
+    # dead: the 404 post, the 500 post and the hour-long stream over its item's limit
+    assert downloads["dead"] == 3 and downloads["queued"] == downloads["leased"] == 0
+    assert downloads["done"] == downloads["total"] - 3 > 80
+    assert "permanent: over limit: 3600 s > 1800 s" in result.stdout
     files = [
         path
         for path in (tmp_path / "out" / "downloads").rglob("*")
         if path.is_file() and path.suffix != ".json" and ".fetchfleet" not in path.parts
     ]
     assert len(files) == downloads["done"]
+    assert {"hls-01.mp4", "hls-02.mp4", "dash-01.mp4"} <= {path.name for path in files}  # streams, merged
     # It ends by showing a pair of near-duplicates it found (the "dupes" posts: 11 and 12, 21 and 22...).
     pair = sorted(int(post) for post in re.findall(r"near-duplicate: post (\d+), \S+, distance \d+", result.stdout))
     assert len(pair) == 2 and pair[1] - pair[0] == 1 and pair[1] % 10 == 2, result.stdout

@@ -94,6 +94,8 @@ def _task_body(task: dict[str, Any]) -> dict[str, Any]:
         body["item"] = task["item"]
     if "check" in task:  # and, for a subscription, which check this is and where it may stop
         body["check"] = task["check"]
+    if "video" in task:  # downloads of a yt-dlp site: format, container, limits
+        body["video"] = task["video"]
     return body
 
 
