@@ -28,9 +28,9 @@ import click
 
 from support.processes import REPO_ROOT
 
-from . import catalogue, file_store, inventory, memory, pipeline, report, scaling, throughput
+from . import catalogue, file_store, inventory, memory, pipeline, report, scaling, throughput, video
 
-SECTIONS = ("throughput", "scaling", "inventory", "pipeline", "memory", "catalogue", "file_store")
+SECTIONS = ("throughput", "scaling", "inventory", "pipeline", "video", "memory", "catalogue", "file_store")
 
 
 @dataclass
@@ -53,6 +53,8 @@ class Plan:
     files: int = 1000
     latency: float = 0.05
     image_size: int | None = 320
+    videos: int = 20  # HLS streams of the demo site, against plain yt-dlp
+    video_turns: int = 3  # alternating which goes first: medians
     memory_tasks: int = 1_000_000
     similar_sizes: tuple[int, ...] = (1_000_000, 10_000_000)
     similar_queries: int = 200  # per distance, in-process
@@ -79,6 +81,8 @@ SMOKE = Plan(
     subscription_sizes=(100, 1_000),
     files=16,
     latency=0.01,
+    videos=4,
+    video_turns=1,
     memory_tasks=5_000,
     similar_sizes=(10_000,),
     similar_queries=10,
@@ -171,6 +175,7 @@ def _run(smoke: bool, only: tuple[str, ...], keep_workdir: bool) -> dict:
                 "scaling": scaling,
                 "inventory": inventory,
                 "pipeline": pipeline,
+                "video": video,
                 "memory": memory,
                 "catalogue": catalogue,
                 "file_store": file_store,

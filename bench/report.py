@@ -152,6 +152,12 @@ def targets(results: dict) -> list[dict[str, Any]]:
             ">= 0.90",
             pipeline["client_8_vs_gallery_dl_8"] >= 0.9,
         )
+    video = results.get("video")
+    if video:
+        for jobs in (1, 4):
+            ratio = video[f"client_{jobs}_vs_yt_dlp_{jobs}"]
+            processes = "1 process" if jobs == 1 else f"{jobs} processes"
+            add(f"client --jobs {jobs} / plain yt-dlp ({processes}), HLS", ratio, ">= 0.90", ratio >= 0.9)
     _import_targets(results.get("inventory"), add)
     _catalogue_targets(results.get("catalogue"), add)
     store = results.get("file_store")
@@ -574,6 +580,31 @@ def markdown(results: dict) -> str:
             "",
             f"8 plain processes vs 1: {pipeline['gallery_dl_8_vs_1']}x. The client also hashes every file "
             "(sha256, phash, dhash), writes its sidecar and reports to the coordinator.",
+        ]
+
+    video = results.get("video")
+    if video:
+        medians = video["median_seconds"]
+        lines += [
+            "",
+            f"## Video: {video['videos']} HLS streams (720p video + separate audio, merged by ffmpeg)",
+            "",
+            f"Medians of {video['turns']} alternating turns.",
+            "",
+            "| variant | seconds | videos/s |",
+            "| --- | ---: | ---: |",
+        ]
+        for key, label in (
+            ("plain_1", "plain yt-dlp, 1 process"),
+            ("client_1", "python -m client download --jobs 1"),
+            ("plain_4", "plain yt-dlp, 4 processes x 1/4 of the URLs"),
+            ("client_4", "python -m client download --jobs 4"),
+        ):
+            lines.append(f"| {label} | {medians[key]} | {video['videos'] / medians[key]:.2f} |")
+        lines += [
+            "",
+            "The client also leases each video, probes (ffprobe), hashes and writes a sidecar for each file, "
+            "and reports to the coordinator.",
         ]
 
     inventory = results.get("inventory")

@@ -46,9 +46,10 @@ MAX_LIMIT = 2**53
 
 
 class VideoOrder(TypedDict):
-    """A download lease's video order (yt-dlp sites): ``format`` is the selector itself."""
+    """A download lease's video order (yt-dlp sites): ``format`` is the selector itself;
+    without it the node's own ``YT_DLP_OPTIONS`` (or yt-dlp's default, ``best``) choose."""
 
-    format: str
+    format: NotRequired[str]
     #: The preset it came from, when it came from one (``audio`` changes what is kept).
     preset: NotRequired[str]
     merge_output_format: NotRequired[str]
@@ -89,11 +90,12 @@ class VideoChoice:
         return all(value is None for value in vars(self).values())
 
     def as_order(self) -> VideoOrder:
-        """The lease's shape; the default format is ``best``."""
-        name = self.format or "best"
-        order: VideoOrder = {"format": PRESETS.get(name, name)}
-        if name in PRESETS:
-            order["preset"] = name
+        """The lease's shape (empty: nothing asked)."""
+        order: VideoOrder = {}
+        if self.format is not None:
+            order["format"] = PRESETS.get(self.format, self.format)
+            if self.format in PRESETS:
+                order["preset"] = self.format
         if self.merge_output_format:
             order["merge_output_format"] = self.merge_output_format
         if self.max_duration_seconds is not None:
@@ -187,7 +189,9 @@ def check_order(order: Any) -> VideoOrder:
     if unknown:
         raise BadChoice(f"video.{unknown[0]}: not something a lease may ask")
     selector = order.get("format")
-    if not isinstance(selector, str) or not SELECTOR.fullmatch(selector) or _selector_problem(selector):
+    if "format" in order and (
+        not isinstance(selector, str) or not SELECTOR.fullmatch(selector) or _selector_problem(selector)
+    ):
         raise BadChoice(f"video.format: {selector!r} is not a yt-dlp format selector")
     preset = order.get("preset")
     if preset is not None and PRESETS.get(preset) != selector:

@@ -196,7 +196,9 @@ def _add_video_orders(session: Session, tasks: list[dict[str, Any]], site: Site)
                     pass
         session.commit()
     for task in tasks:
-        task["video"] = choices.get(task.get("item_id"), site.video).as_order()
+        order = choices.get(task.get("item_id"), site.video).as_order()
+        if order:
+            task["video"] = order
 
 
 def _add_check_orders(session: Session, tasks: list[dict[str, Any]], sites: SiteRegistry, policy: LeasePolicy) -> None:

@@ -100,7 +100,10 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url, seaweedfs):
         assert imported["unchanged"]["summary"].startswith("added 0, updated 0, unchanged 5000"), backend
         assert imported["changed_10_percent"]["summary"].startswith("added 0, updated 500,"), backend
         assert imported["floor"]["rows_per_second"] > 0 and imported["small"]["peak_rss_bytes"] > 0
-    assert len(data["targets"]) == 37 and all(row["measured"] is not None for row in data["targets"])
+    video = data["video"]
+    assert video["videos"] == 4 and all(len(runs) == 1 for runs in video["seconds"].values())
+    assert video["client_1_vs_yt_dlp_1"] > 0 and video["client_4_vs_yt_dlp_4"] > 0
+    assert len(data["targets"]) == 39 and all(row["measured"] is not None for row in data["targets"])
     table = (tmp_path / "latest.md").read_text()
     for heading in (
         "## Targets",
@@ -109,6 +112,7 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url, seaweedfs):
         "## What the kept counts cost",
         "## Inventory import",
         "## Client pipeline",
+        "## Video: 4 HLS streams",
         "## Memory",
         "## Near-duplicate search",
         "## Catalogue lookups",

@@ -126,6 +126,7 @@ def test_video_time_is_counted_per_site_and_equals_a_recount(app, session):
         policy=context.policy(),
     )
     grant = _lease(session, node, "download", "tube")
+    assert [task.get("video") for task in grant.tasks] == [None] * 3  # nothing asked: the node's own choice
     probed = {"width": 1280, "height": 720, "vcodec": "h264", "acodec": "aac", "container": "mp4"}
     results = [
         {

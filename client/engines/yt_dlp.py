@@ -178,7 +178,7 @@ def _format_options(order: VideoOrder | None) -> dict[str, Any]:
     sound alone (extracted without re-encoding when the site serves no audio-only stream)."""
     if order is None:
         return {}
-    options: dict[str, Any] = {"format": order["format"]}
+    options: dict[str, Any] = {"format": order["format"]} if "format" in order else {}
     if order.get("merge_output_format"):
         options["merge_output_format"] = order["merge_output_format"]
     if order.get("preset") == AUDIO_PRESET:
