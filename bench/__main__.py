@@ -54,7 +54,7 @@ class Plan:
     latency: float = 0.05
     image_size: int | None = 320
     videos: int = 20  # HLS streams of the demo site, against plain yt-dlp
-    video_turns: int = 3  # alternating which goes first: medians
+    video_turns: int = 5  # alternating which goes first: medians
     memory_tasks: int = 1_000_000
     similar_sizes: tuple[int, ...] = (1_000_000, 10_000_000)
     similar_queries: int = 200  # per distance, in-process

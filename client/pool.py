@@ -23,17 +23,20 @@ PRELOAD = [
     "client.fork_server",  # first: SIGTERM ignored from here on (the node process decides)
     "client.worker",
     "client.hashing",
-    "gallery_dl.job",
-    "numpy",
-    "PIL.Image",
-    "imagehash",
-    "scipy.fftpack",
 ]
+#: What each engine's jobs use, imported once by the fork server rather than by every
+#: worker: gallery-dl and the image hashes (images), yt-dlp (its extractors' patterns
+#: compiled) and PyAV (videos, probed).
+ENGINE_PRELOAD = {
+    "gallery-dl": ["gallery_dl.job", "numpy", "PIL.Image", "imagehash", "scipy.fftpack"],
+    "yt-dlp": ["yt_dlp", "av", "client.engines.warm"],
+}
 
 
 def _context(sites: dict[str, dict[str, Any]]):
     context = multiprocessing.get_context("forkserver")
-    extra = ["yt_dlp"] if any(site.get("engine") == "yt-dlp" for site in sites.values()) else []
+    engines = sorted({site.get("engine") for site in sites.values()} & set(ENGINE_PRELOAD))
+    extra = [module for engine in engines for module in ENGINE_PRELOAD[engine]]
     context.set_forkserver_preload(PRELOAD + extra)  # no effect once this process's forkserver runs
     return context
 

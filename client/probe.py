@@ -1,25 +1,23 @@
-"""ffmpeg on a node: yt-dlp needs it to merge a video's separate streams (HLS, DASH), and
-``ffprobe`` tells what a written video or audio file really holds (duration, size in
-pixels, codecs, container) for its file record and sidecar.
+"""ffmpeg on a node, and what a written video holds.
 
-The node's ``YT_DLP_OPTIONS["ffmpeg_location"]`` (a folder or the ffmpeg binary), when
-set, is where both are looked for, as yt-dlp does; otherwise ``PATH``.
+yt-dlp needs ``ffmpeg`` (and ``ffprobe``) to merge a video's separate streams (HLS, DASH)
+and to extract audio: the node's ``YT_DLP_OPTIONS["ffmpeg_location"]`` (a folder or the
+ffmpeg binary), when set, is where both are looked for, as yt-dlp does; otherwise
+``PATH``. What each written video or audio file holds (duration, size in pixels, codecs,
+container) is read with PyAV for its file record and sidecar.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from common.protocol import VideoInfo
 
-PROBE_SECONDS = 60
-#: ffprobe's format names, as a file's container is usually called.
+#: libav's format names, as a file's container is usually called.
 CONTAINERS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "mkv", "mpegts": "ts"}
 
 
@@ -46,39 +44,51 @@ def ffmpeg_missing(settings: Mapping[str, Any] | None = None) -> str | None:
     )
 
 
-def probe(path: Path, settings: Mapping[str, Any] | None = None) -> VideoInfo | None:
-    """What the file holds, or None when it holds no audio or video (or ffprobe is missing)."""
-    binary = tool("ffprobe", settings)
-    if binary is None:
-        return None
-    # An absolute path: a file name can never be read as an option.
-    command = [binary, "-v", "error", "-show_format", "-show_streams", "-of", "json", str(Path(path).resolve())]
+def probe(path: Path) -> VideoInfo | None:
+    """What the file holds, or None when it holds no audio or video (or cannot be read).
+
+    PyAV (libav's own demuxers, in-process): a few milliseconds, where starting ``ffprobe``
+    costs tens of them per file. Only the container's headers are read, no frame decoded;
+    a hostile file that crashed libav would take down this job's worker process, which the
+    node replaces, not the node."""
+    import av
+
     try:
-        answer = subprocess.run(
-            command, capture_output=True, timeout=PROBE_SECONDS, check=True, stdin=subprocess.DEVNULL
-        )
-        found = json.loads(answer.stdout or b"{}")
-    except (subprocess.SubprocessError, OSError, ValueError):
+        with av.open(str(path), metadata_errors="ignore") as container:
+            streams = list(container.streams)
+            video = next((s for s in streams if s.type == "video" and not _is_cover(s)), None)
+            audio = next((s for s in streams if s.type == "audio"), None)
+            if video is None and audio is None:
+                return None
+            seconds = container.duration / av.time_base if container.duration else None
+            name = container.format.name or ""
+    except (av.FFmpegError, OSError, ValueError, UnicodeError):
         return None
-    streams = [stream for stream in found.get("streams") or [] if isinstance(stream, dict)]
-    video = next((s for s in streams if s.get("codec_type") == "video" and not _is_cover(s)), None)
-    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
-    if video is None and audio is None:
-        return None
-    container = str((found.get("format") or {}).get("format_name") or "") or None
     return {
-        "duration": _seconds((found.get("format") or {}).get("duration")),
+        "duration": _seconds(seconds),
         "width": _pixels(video, "width"),
         "height": _pixels(video, "height"),
-        "vcodec": _name(video),
-        "acodec": _name(audio),
-        "container": CONTAINERS.get(container, container.split(",")[0][:32]) if container else None,
+        "vcodec": _codec(video),
+        "acodec": _codec(audio),
+        "container": _container(name, Path(path).suffix.lstrip(".").lower()),
     }
 
 
-def _is_cover(stream: Mapping[str, Any]) -> bool:
+def _container(name: str, extension: str) -> str | None:
+    """The file's own extension when the format lists it (``m4a`` of ``mov,mp4,m4a,...``),
+    else the usual name of the format."""
+    if not name:
+        return None
+    if extension and extension in name.split(","):
+        return extension
+    return CONTAINERS.get(name, name.split(",")[0][:32])
+
+
+def _is_cover(stream: Any) -> bool:
     """An embedded picture (cover art) is not the video."""
-    return bool((stream.get("disposition") or {}).get("attached_pic"))
+    import av
+
+    return av.stream.Disposition.attached_pic in stream.disposition
 
 
 def _seconds(value: Any) -> float | None:
@@ -89,20 +99,20 @@ def _seconds(value: Any) -> float | None:
     return round(seconds, 3) if math.isfinite(seconds) and 0 <= seconds <= 10**7 else None
 
 
-def _pixels(stream: Mapping[str, Any] | None, key: str) -> int | None:
-    value = (stream or {}).get(key)
+def _pixels(stream: Any, key: str) -> int | None:
+    value = (stream.get(key) if isinstance(stream, Mapping) else getattr(stream, key, None)) if stream else None
     return value if isinstance(value, int) and 0 < value <= 100_000 else None
 
 
-def _name(stream: Mapping[str, Any] | None) -> str | None:
-    name = (stream or {}).get("codec_name")
+def _codec(stream: Any) -> str | None:
+    name = getattr(getattr(stream, "codec_context", None), "name", None) if stream is not None else None
     return str(name)[:32] if name else None
 
 
-def probed(path: Path, metadata: Mapping[str, Any], settings: Mapping[str, Any] | None = None) -> VideoInfo | None:
+def probed(path: Path, metadata: Mapping[str, Any]) -> VideoInfo | None:
     """The probe of a written file, its gaps filled from what the engine said of the video
     (yt-dlp's info: duration, width, height, codecs, extension); None when neither knows."""
-    found = probe(path, settings)
+    found = probe(path)
     said: VideoInfo = {
         "duration": _seconds(metadata.get("duration")),
         "width": _pixels(metadata, "width"),

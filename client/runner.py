@@ -253,7 +253,10 @@ class Runner:
         if self.pool is not None and self.pool.knows(wanted):
             return self.pool
         try:
-            self.vetting.add(self.coordinator.sites())
+            listed = self.coordinator.sites()
+            if self.site is not None:  # a download run only ever leases its own site
+                listed = {name: site for name, site in listed.items() if name == self.site}
+            self.vetting.add(listed)
         except CoordinatorError as error:  # the lease described its own sites: enough to go on
             log.info("could not list the coordinator's sites: %s", error.message)
         self.vetting.add(lease_sites)  # the lease's own description of its sites wins

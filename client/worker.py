@@ -149,7 +149,7 @@ def download(task: LeasedTask, dest: str) -> Result:
                 raise Failure(FailureClass.PERMANENT, f"the engine wrote {path} outside --dest {root}") from None
             info = describe_file(path)
             if info["mime"].startswith(("video/", "audio/")):
-                video = probed(path, item.metadata, _settings)
+                video = probed(path, item.metadata)
                 if video is not None:
                     info["video"] = video
             write_sidecar(path, task=task, file_info=info, metadata=item.metadata)

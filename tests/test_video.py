@@ -183,3 +183,33 @@ def test_the_demo_streams_build_to_the_same_bytes_every_time(tmp_path, ffmpeg):
 
 def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_probe_reads_what_a_file_holds_and_nothing_from_bytes_that_are_no_media(tmp_path):
+    from client.probe import probe, probed
+    from common.settings import REPO_ROOT
+
+    clip = REPO_ROOT / "demo" / "media" / "clip4.webm"
+    assert probe(clip) == {
+        "duration": 1.0,
+        "width": 96,
+        "height": 64,
+        "vcodec": "vp8",
+        "acodec": None,
+        "container": "webm",
+    }
+    garbage = tmp_path / "video.mp4"
+    garbage.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 64)  # a header, then nonsense
+    assert probe(garbage) is None
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(clip.read_bytes()[:200])
+    assert probe(cut) is None  # half a header: no streams to speak of
+    said = {"duration": 12.5, "width": 640, "height": 360, "vcodec": "avc1.64001f", "acodec": "mp4a.40.2", "ext": "mp4"}
+    assert probed(garbage, said) == {
+        "duration": 12.5,
+        "width": 640,
+        "height": 360,
+        "vcodec": "avc1",
+        "acodec": "mp4a",
+        "container": "mp4",
+    }
