@@ -603,7 +603,7 @@ def markdown(results: dict) -> str:
             lines.append(f"| {label} | {medians[key]} | {video['videos'] / medians[key]:.2f} |")
         lines += [
             "",
-            "The client also leases each video, probes (ffprobe), hashes and writes a sidecar for each file, "
+            "The client also leases each video, probes (PyAV), hashes and writes a sidecar for each file, "
             "and reports to the coordinator.",
         ]
 
