@@ -5,6 +5,7 @@ running yt-dlp and ffmpeg; every file checked by probing it (ffprobe)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -14,15 +15,17 @@ from tests.fleet import Fleet
 
 pytestmark = pytest.mark.e2e
 
-INVENTORY = """key,url,title,format,max_duration_seconds
-hls-best,{root}/stream/hls-01,HLS at its best,best,
-hls-480,{root}/stream/hls-05,HLS at 480p or below,480p,
-hls-audio,{root}/stream/hls-06,HLS sound only,audio,
-dash-best,{root}/stream/dash-01,DASH merged,,
-sources-480,{root}/stream/sources-01,Three progressive sizes,480p,
-long,{root}/stream/long-01,An hour: over the limit,,1800
-flaky,{root}/stream/flaky-01,A segment fails once,,
-broken,{root}/stream/broken-01,A segment is gone,,
+INVENTORY = """key,url,title,format,max_duration_seconds,max_filesize_bytes
+hls-best,{root}/stream/hls-01,HLS at its best,best,,
+hls-480,{root}/stream/hls-05,HLS at 480p or below,480p,,
+hls-audio,{root}/stream/hls-06,HLS sound only,audio,,
+dash-best,{root}/stream/dash-01,DASH merged,,,
+sources-480,{root}/stream/sources-01,Three progressive sizes,480p,,
+long,{root}/stream/long-01,An hour: over the limit,,1800,
+flaky,{root}/stream/flaky-01,A segment fails once,,,
+broken,{root}/stream/broken-01,A segment is gone,,,
+big,{root}/stream/hls-07,Too big at its best,best,,150000
+small,{root}/stream/hls-08,Small enough at 480p,480p,,150000
 """
 SOURCE_SECONDS = 2.0
 
@@ -90,6 +93,16 @@ def test_streams_download_as_one_file_per_video_in_the_format_asked(fleet):
     assert tasks["long-01"]["last_error"] == "over limit: 3600 s > 1800 s"
     assert not [path for path in paths if path.startswith("/streams/long-01/") and path.endswith(".ts")]
 
+    # a size limit is weighed against the format this download chose (yt-dlp's estimate
+    # from the variant's bitrate and the duration), before any of its media is asked for
+    assert tasks["hls-07"]["state"] == "dead", tasks["hls-07"]
+    assert (
+        tasks["hls-07"]["last_error"].startswith("over limit: ")
+        and " bytes > 150000 bytes" in tasks["hls-07"]["last_error"]
+    )
+    assert not [path for path in paths if path.startswith("/streams/hls-07/") and path.endswith(".ts")]
+    assert probe(dest / "hls-08.mp4")["video"][0]["height"] == 360
+
     # a stream whose segment is gone: transient, nothing recorded, nothing left behind
     broken = tasks["broken-01"]
     assert broken["state"] != "done" and broken["error_class"] == "transient", broken
@@ -103,14 +116,14 @@ def test_streams_download_as_one_file_per_video_in_the_format_asked(fleet):
     sidecar = json.loads((dest / "hls-01.mp4.json").read_text())
     assert sidecar["fetchfleet"]["video"]["height"] == 720 and sidecar["fetchfleet"]["video"]["acodec"] == "aac"
     durations = fleet.video_durations()
-    assert len(durations) == 6 and all(abs(seconds - SOURCE_SECONDS) <= 0.5 for seconds in durations)
+    assert len(durations) == 7 and all(abs(seconds - SOURCE_SECONDS) <= 0.5 for seconds in durations)
     hours = fleet.stats()["sites"]["demotube"]["video_hours"]
     assert hours == pytest.approx(sum(durations) / 3600, abs=0.001)
 
 
 def test_four_jobs_give_the_same_files_as_one(fleet):
-    rows = "".join(f"hls-{n:02d},{{root}}/stream/hls-{n:02d},HLS clip {n},,\n" for n in range(1, 21))
-    fleet.import_csv("key,url,title,format,max_duration_seconds\n" + rows)
+    rows = "".join(f"hls-{n:02d},{{root}}/stream/hls-{n:02d},HLS clip {n}\n" for n in range(1, 21))
+    fleet.import_csv("key,url,title\n" + rows)
     run(fleet, jobs="1", node="node1")
     fleet.admin("POST", "/tasks/requeue", json={"state": "done", "kind": "download"})
     fleet.drain("download", "demotube", "20", "--jobs", "4", node="node2")
@@ -135,3 +148,24 @@ def test_a_node_without_ffmpeg_says_so_before_leasing(fleet, tmp_path):
         "(Debian: apt-get install ffmpeg; or set YT_DLP_OPTIONS['ffmpeg_location'])"
     ]
     assert fleet.stats()["leases"]["active"] == 0
+
+
+def test_a_size_known_only_once_downloaded_still_refuses_and_keeps_nothing(demo_site, tmp_path, ffmpeg):
+    """A direct file announces no size before it is fetched: the limit is applied to what
+    was written, which is removed."""
+    from client.engines.base import Failure
+    from client.engines.yt_dlp import YtDlpEngine
+
+    engine = YtDlpEngine({}, {"demotube": {"engine": "yt-dlp", "options": {}}})
+    directory, partial = tmp_path / "demotube", tmp_path / "partial"
+    partial.mkdir(parents=True)
+    directory.mkdir()
+    task = {"video": {"max_filesize_bytes": 100}, "metadata": {}}
+    with pytest.raises(Failure) as refused:
+        engine.download(demo_site.url + "/media/clip1.mp4", "demotube", directory, partial, task)
+    assert refused.value.error_class == "permanent"
+    expected = r"over limit: \d+ bytes > 100 bytes \(known only once downloaded; not kept\)"
+    assert re.fullmatch(expected, refused.value.message), refused.value.message
+    assert list(directory.iterdir()) == []
+    written = engine.download(demo_site.url + "/media/clip1.mp4", "demotube", directory, partial, {"metadata": {}})
+    assert [item.path.name for item in written] == [path.name for path in directory.iterdir()]

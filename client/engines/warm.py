@@ -1,7 +1,6 @@
 """Imported by the worker pool's fork server when a node runs yt-dlp sites (``client.pool``):
 yt-dlp's extractors are listed and every one's URL pattern compiled here, once, so each
-forked worker inherits them instead of compiling some two thousand patterns on its
-first job (half a second of CPU per worker)."""
+forked worker inherits them instead of compiling them all again on its first job."""
 
 from .yt_dlp import warm_extractors
 

@@ -52,8 +52,6 @@ METADATA_KEYS = (
     "height",
     "vcodec",
     "acodec",
-    "filesize",
-    "filesize_approx",
     "webpage_url",
     "extractor_key",
     "tags",
@@ -108,10 +106,10 @@ class YtDlpEngine(Engine):
     ) -> list[Written]:
         order = _order_of(task)
         found = (task or {}).get("metadata") or {}
-        refusal = over_limit(
-            order, duration=found.get("duration"), filesize=found.get("filesize") or found.get("filesize_approx")
-        )
-        if refusal:  # decided from what the metadata task saw: not a byte of media fetched
+        # The duration the metadata task saw decides before anything is asked of the site
+        # (its size depends on the format this download chooses: that is checked below).
+        refusal = over_limit(order, duration=found.get("duration"))
+        if refusal:
             raise Failure(FailureClass.PERMANENT, refusal)
         limits = _Limits(order)
         options = self._options(
@@ -123,6 +121,10 @@ class YtDlpEngine(Engine):
             **_format_options(order),
         )
         options["match_filter"] = limits.wrap(options.get("match_filter"))
+        if order and order.get("max_filesize_bytes"):
+            # a stream's size is estimated from its manifest's bitrate and the duration too
+            # (yt-dlp leaves that out by default: it is the peak, so the estimate is high)
+            options["compat_opts"] = {*options.get("compat_opts", ()), "manifest-filesize-approx"}
         with _ConfinedYoutubeDL(options, confined_to=(directory, partial)) as ydl:
             info = _run(ydl, url, download=True)
         if limits.refusal:
@@ -137,6 +139,7 @@ class YtDlpEngine(Engine):
                 written.append(Written(path, metadata))
         if not written:
             raise Failure(FailureClass.PERMANENT, f"no video downloaded from {url}")
+        limits.check_written(written)
         return written
 
 
@@ -209,6 +212,17 @@ class _Limits:
 
         return check
 
+    def check_written(self, written: list[Written]) -> None:
+        """The last word, for a site that told neither size nor duration before: what was
+        written over a limit is removed and the task refused all the same."""
+        size = sum(item.path.stat().st_size for item in written)
+        durations = [item.metadata.get("duration") for item in written]
+        refusal = over_limit(self.order, duration=max((d for d in durations if d), default=None), filesize=size)
+        if refusal:
+            for item in written:
+                item.path.unlink(missing_ok=True)
+            raise Failure(FailureClass.PERMANENT, f"{refusal} (known only once downloaded; not kept)")
+
 
 def _url_identity(url: str) -> str:
     if len(url) <= MAX_REMOTE_ID:
@@ -228,7 +242,7 @@ class _ConfinedYoutubeDL(yt_dlp.YoutubeDL):
 
     def add_default_info_extractors(self):
         """yt-dlp's own list, worked out once per process: every instance (one per job)
-        would otherwise filter its ~1,800 extractors again, tens of milliseconds a job."""
+        would otherwise filter its whole list of extractors again."""
         if "allowed_extractors" in self.params:
             return super().add_default_info_extractors()
         for extractor in _default_extractors():  # classes, and the one instance ("end") made anew
