@@ -589,7 +589,12 @@ def markdown(results: dict) -> str:
             "",
             f"## Video: {video['videos']} HLS streams (720p video + separate audio, merged by ffmpeg)",
             "",
-            f"Medians of {video['turns']} alternating turns.",
+            f"Medians of {video['turns']} alternating turns"
+            + (
+                f" (this section re-run alone at {rerun['commit']}, {rerun['date']})."
+                if (rerun := results.get("environment", {}).get("video_section"))
+                else "."
+            ),
             "",
             "| variant | seconds | videos/s |",
             "| --- | ---: | ---: |",
