@@ -161,7 +161,7 @@ def _run(obj: dict[str, Any], *, kind, n, site, jobs, mode, lease_seconds, progr
 
 
 def _check_tools_for(coordinator: Coordinator, site: str, settings: dict[str, Any]) -> None:
-    """A yt-dlp site's downloads need ffmpeg (merging streams, probing files): say so now,
+    """A yt-dlp site's downloads need ffmpeg (merging streams, extracting audio): say so now,
     in one line, rather than fail every task. An unreachable coordinator is the runner's to report."""
     try:
         engine = (coordinator.sites().get(site) or {}).get("engine")

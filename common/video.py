@@ -85,10 +85,6 @@ class VideoChoice:
         changes = {name: value for name, value in vars(other).items() if value is not None}
         return replace(self, **changes) if changes else self
 
-    @property
-    def is_empty(self) -> bool:
-        return all(value is None for value in vars(self).values())
-
     def as_order(self) -> VideoOrder:
         """The lease's shape (empty: nothing asked)."""
         order: VideoOrder = {}
