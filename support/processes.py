@@ -85,6 +85,12 @@ def start_server(
 def start_demo_site(
     workdir: Path, *, posts: int = 240, latency: float = 0.0, image_size: int | None = None, port: int | None = None
 ) -> ServerProcess:
+    from demo import streams
+
+    try:  # built here first (once per machine): the site's start is then quick, whatever the machine
+        streams.build()
+    except RuntimeError:
+        pass  # no ffmpeg: the site serves everything but its streams, and says so
     port = port or free_port()
     command = [sys.executable, "-m", "demo.site", "--port", str(port), "--posts", str(posts), "--latency", str(latency)]
     if image_size:
