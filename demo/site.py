@@ -240,7 +240,8 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
             "uploadDate": "2026-01-01T00:00:00Z",
             "contentUrl": manifest,
         }
-        script = f'<script type="application/ld+json">{json.dumps(described)}</script>'
+        inline = json.dumps(described).replace("<", "\\u003c")  # no "</script>" from a Host header
+        script = f'<script type="application/ld+json">{inline}</script>'
         return _page(stream.title, f'{script}<div id="player" data-manifest="{html.escape(manifest)}"></div>')
 
     @app.get("/streams/<name>/<path:file>")
