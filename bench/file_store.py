@@ -19,7 +19,7 @@ from support.processes import demo_sites, start_coordinator, start_demo_site
 from support.seaweedfs import SeaweedFS
 
 from . import fill
-from .pipeline import _add_download_tasks, _client, _requeue, _warm
+from .pipeline import _client, _warm
 
 BUCKET = "fetchfleet-bench"
 
@@ -39,7 +39,8 @@ def run(plan, workdir: Path, progress) -> dict:
         url = f"sqlite:///{workdir / 'file_store.sqlite3'}"
         key = fill.prepare(url)
         second_key = fill.prepare(url)  # another node's key
-        _add_download_tasks(url, [f"{site.url}/post/show/{number}" for number in range(1, plan.files + 1)])
+        posts = [(str(number), f"{site.url}/post/show/{number}") for number in range(1, plan.files + 1)]
+        fill.add_download_tasks(url, "demo", posts)
         coordinator = start_coordinator(url, demo_sites(site.url), workdir, workers=2)
         servers.append(coordinator)
         base = {
@@ -61,7 +62,7 @@ def run(plan, workdir: Path, progress) -> dict:
                 result["store_received_bytes"] = store.received_bytes(BUCKET) - received
                 runs[mode].append(result)
                 progress(f"store {mode}, --jobs {jobs}: {result['files_per_second']} files/s ({result['summary']})")
-                _requeue(url)
+                fill.requeue_downloads(url)
         objects = [key for key in store.objects(BUCKET) if key.startswith(f"{prefix}/")]
         received = store.received_bytes(BUCKET)
         env = {**base, **store.env(BUCKET, prefix)}

@@ -81,6 +81,30 @@ def run_flask(url: str, workdir: Path, *args: str) -> tuple[str, float, int]:
     return out, seconds, peak.peak_total
 
 
+def add_download_tasks(url: str, site: str, posts: list[tuple[str, str]]) -> None:
+    """Queue a download task per (remote id, URL) of ``site``, as found posts become tasks
+    (kept counts are left alone: the client benchmarks read no /stats)."""
+    engine = create_engine(url)
+    stamp = "2020-01-01 00:00:00.000000"
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO tasks (kind, site, remote_id, url, state, priority, attempts, available_at, created_at, "
+                "updated_at) VALUES ('download', :site, :remote_id, :url, 'queued', 0, 0, :t, :t, :t)"
+            ),
+            [{"site": site, "remote_id": remote_id, "url": post, "t": stamp} for remote_id, post in posts],
+        )
+    engine.dispose()
+
+
+def requeue_downloads(url: str) -> None:
+    """Every download task queued again, for the next client run over the same posts."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE tasks SET state = 'queued', attempts = 0 WHERE kind = 'download'"))
+    engine.dispose()
+
+
 def queued(url: str) -> int:
     engine = create_engine(url)
     with engine.connect() as connection:

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from sqlalchemy import create_engine, text
 
 from demo.catalog import Catalog
 from support.proc import PeakRss
@@ -162,7 +161,7 @@ def run(plan, workdir: Path, progress) -> dict:
         url = f"sqlite:///{workdir / 'pipeline.sqlite3'}"
         sites = demo_sites(site.url)
         key = fill.prepare(url)
-        _add_download_tasks(url, urls)
+        fill.add_download_tasks(url, "demo", [(post.rsplit("/", 1)[1], post) for post in urls])
         coordinator = start_coordinator(url, sites, workdir, workers=2)
         servers.append(coordinator)
         env = {
@@ -172,7 +171,7 @@ def run(plan, workdir: Path, progress) -> dict:
         }
         results["client_1"] = _client(coordinator, key, 1, workdir, env, "client-1", False)
         progress(f"client --jobs 1: {results['client_1']['files_per_second']} files/s")
-        _requeue(url)
+        fill.requeue_downloads(url)
         results["client_8"] = _client(coordinator, key, 8, workdir, env, "client-8", True)
         progress(f"client --jobs 8: {results['client_8']['files_per_second']} files/s")
         results["client_1_vs_gallery_dl_1"] = round(
@@ -188,24 +187,3 @@ def run(plan, workdir: Path, progress) -> dict:
     finally:
         for server in reversed(servers):
             server.stop()
-
-
-def _add_download_tasks(url: str, post_urls: list[str]) -> None:
-    engine = create_engine(url)
-    stamp = "2020-01-01 00:00:00.000000"
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO tasks (kind, site, remote_id, url, state, priority, attempts, available_at, created_at, "
-                "updated_at) VALUES ('download', 'demo', :remote_id, :url, 'queued', 0, 0, :t, :t, :t)"
-            ),
-            [{"remote_id": post.rsplit("/", 1)[1], "url": post, "t": stamp} for post in post_urls],
-        )
-    engine.dispose()
-
-
-def _requeue(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("UPDATE tasks SET state = 'queued', attempts = 0 WHERE kind = 'download'"))
-    engine.dispose()

@@ -17,8 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-
 from common.video import PRESETS
 from support.processes import REPO_ROOT, demo_sites, start_coordinator, start_demo_site
 
@@ -79,27 +77,6 @@ def _client(server, key: str, jobs: int, count: int, dest: Path, env: dict) -> f
     return elapsed
 
 
-def _add_download_tasks(url: str, pages: list[str]) -> None:
-    engine = create_engine(url)
-    stamp = "2020-01-01 00:00:00.000000"
-    with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO tasks (kind, site, remote_id, url, state, priority, attempts, available_at, created_at, "
-                "updated_at) VALUES ('download', :site, :url, :url, 'queued', 0, 0, :t, :t, :t)"
-            ),
-            [{"site": SITE, "url": page, "t": stamp} for page in pages],
-        )
-    engine.dispose()
-
-
-def _requeue(url: str) -> None:
-    engine = create_engine(url)
-    with engine.begin() as connection:
-        connection.execute(text("UPDATE tasks SET state = 'queued', attempts = 0 WHERE kind = 'download'"))
-    engine.dispose()
-
-
 def run(plan, workdir: Path, progress) -> dict:
     site = start_demo_site(workdir)
     servers = [site]
@@ -107,7 +84,7 @@ def run(plan, workdir: Path, progress) -> dict:
         pages = [f"{site.url}/stream/hls-{number:02d}" for number in range(1, plan.videos + 1)]
         url = f"sqlite:///{workdir / 'video.sqlite3'}"
         key = fill.prepare(url)
-        _add_download_tasks(url, pages)
+        fill.add_download_tasks(url, SITE, [(page, page) for page in pages])
         coordinator = start_coordinator(url, demo_sites(site.url), workdir, workers=2)
         servers.append(coordinator)
         env = {
@@ -127,7 +104,7 @@ def run(plan, workdir: Path, progress) -> dict:
                         seconds[name].append(_plain(pages, jobs, out))
                     else:
                         seconds[name].append(_client(coordinator, key, jobs, len(pages), out, env))
-                        _requeue(url)
+                        fill.requeue_downloads(url)
                     sizes[name] = _files(out)
                     progress(f"video {name:9} turn {turn}: {seconds[name][-1]:6.2f} s for {len(sizes[name])} videos")
         missing = [name for name, found in sizes.items() if len(found) != len(pages)]
