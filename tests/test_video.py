@@ -14,10 +14,10 @@ from common.video import PRESETS, BadChoice, VideoChoice, check_order, over_limi
 from server import context
 from server.auth import create_key
 from server.inventory import import_inventory
-from server.leasing import lease_tasks, submit_results
 from server.models import ApiKey, Role
 from server.sites import SiteRegistry
 from tests.helpers import file_record
+from tests.test_leasing import lease, submit
 
 TUBE = {"engine": "yt-dlp", "url_patterns": [r"^https?://tube\.test/"]}
 
@@ -67,12 +67,6 @@ def test_an_unknown_preset_or_a_bad_selector_in_the_csv_rejects_that_row_only(se
     ]
 
 
-def _lease(session, client, kind, site=None):
-    return lease_tasks(
-        session, client=client, kind=kind, n=10, site=site, sites=context.sites(), policy=context.policy()
-    )
-
-
 def test_a_download_lease_carries_the_sites_order_with_its_items_own_columns_winning(app_factory):
     from server.extensions import db
 
@@ -83,7 +77,7 @@ def test_a_download_lease_carries_the_sites_order_with_its_items_own_columns_win
         node = session.query(ApiKey).filter_by(name="node1").one()
         text = "key,url,format,max_duration_seconds\nown,http://tube.test/own,audio,\nplain,http://tube.test/plain,,\n"
         import_inventory(session, io.StringIO(text, newline=""), sites=context.sites())
-        grant = _lease(session, node, "metadata")
+        grant = lease(session, node, "metadata", site=None)
         results = [
             {
                 "task_id": task["id"],
@@ -94,15 +88,8 @@ def test_a_download_lease_carries_the_sites_order_with_its_items_own_columns_win
             }
             for task in grant.tasks
         ]
-        submit_results(
-            session,
-            lease_id=grant.lease.id,
-            client=node,
-            results=results,
-            sites=context.sites(),
-            policy=context.policy(),
-        )
-        orders = {task["remote_id"]: task["video"] for task in _lease(session, node, "download", "tube").tasks}
+        submit(session, node, grant, results)
+        orders = {task["remote_id"]: task["video"] for task in lease(session, node, "download", site="tube").tasks}
         assert orders == {
             "own": {"format": PRESETS["audio"], "preset": "audio", "max_duration_seconds": 1800},
             "plain": {"format": PRESETS["720p"], "preset": "720p", "max_duration_seconds": 1800},
@@ -115,17 +102,10 @@ def test_video_time_is_counted_per_site_and_equals_a_recount(app, session):
     create_key(session, "node1", Role.CLIENT)
     node = session.query(ApiKey).filter_by(name="node1").one()
     import_inventory(session, io.StringIO("key,url\nv,http://tube.test/v\n", newline=""), sites=context.sites())
-    metadata = _lease(session, node, "metadata")
+    metadata = lease(session, node, "metadata", site=None)
     found = [{"site": "tube", "remote_id": f"v{n}", "url": f"http://tube.test/v/{n}"} for n in range(3)]
-    submit_results(
-        session,
-        lease_id=metadata.lease.id,
-        client=node,
-        results=[{"task_id": metadata.tasks[0]["id"], "status": "done", "found": found}],
-        sites=context.sites(),
-        policy=context.policy(),
-    )
-    grant = _lease(session, node, "download", "tube")
+    submit(session, node, metadata, [{"task_id": metadata.tasks[0]["id"], "status": "done", "found": found}])
+    grant = lease(session, node, "download", site="tube")
     assert [task.get("video") for task in grant.tasks] == [None] * 3  # nothing asked: the node's own choice
     probed = {"width": 1280, "height": 720, "vcodec": "h264", "acodec": "aac", "container": "mp4"}
     results = [
@@ -137,9 +117,7 @@ def test_video_time_is_counted_per_site_and_equals_a_recount(app, session):
         for task in grant.tasks
     ]
     results[0]["files"].append(file_record("tube/cover.jpg", mime="image/jpeg"))  # no probe: no video time
-    submit_results(
-        session, lease_id=grant.lease.id, client=node, results=results, sites=context.sites(), policy=context.policy()
-    )
+    submit(session, node, grant, results)
     from server.stats import collect_stats
 
     stats = collect_stats(session, sites=context.sites())
