@@ -40,8 +40,9 @@ YT_DLP_WORDS = frozenset(
         *("all", "mergeall", "mp4", "webm", "m4a", "mp3", "ogg", "opus", "flv", "3gp", "mkv", "mov", "aac", "flac"),
     }
 )
-#: The inventory's columns for one item's own choice.
-ITEM_COLUMNS = ("format", "merge_output_format", "max_duration_seconds", "max_filesize_bytes")
+#: What a choice is made of: a yt-dlp site's settings in ``SITES`` and an item's own
+#: inventory columns go by these names.
+CHOICE_SETTINGS = ("format", "merge_output_format", "max_duration_seconds", "max_filesize_bytes")
 MAX_LIMIT = 2**53
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from common.states import ItemState, TaskKind, TaskState
-from common.video import ITEM_COLUMNS, BadChoice, VideoChoice
+from common.video import CHOICE_SETTINGS, BadChoice, VideoChoice
 
 from .counts import TaskChange, item_counter, shown, tally
 from .database import copy_rows, in_list, insert_rows, is_postgresql, prepare_rows, sql_literal, utcnow
@@ -313,7 +313,7 @@ def _parse_row(values: list[str], header: list[str], extra_columns: list[str], l
 
     targets = _targets(url, query, restriction, sites)
     extra = {name: fields[name] for name in extra_columns if fields.get(name)}
-    if any(name in extra for name in ITEM_COLUMNS):  # the item's own video format and limits
+    if any(name in extra for name in CHOICE_SETTINGS):  # the item's own video format and limits
         try:
             VideoChoice.parse(extra)
         except BadChoice as problem:

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from common.file_store import is_object_key
 from common.protocol import MAX_BATCH, MIN_BATCH
 from common.states import FailureClass, ResultStatus, TaskKind, TaskState
-from common.video import ITEM_COLUMNS, BadChoice, VideoChoice
+from common.video import CHOICE_SETTINGS, BadChoice, VideoChoice
 
 from . import statements
 from .auth import Client
@@ -188,7 +188,7 @@ def _add_video_orders(session: Session, tasks: list[dict[str, Any]], site: Site)
     if item_ids:
         read_only(session)
         for item_id, extra in session.execute(select(Item.id, Item.extra).where(Item.id.in_(item_ids))):
-            own = {name: value for name, value in (extra or {}).items() if name in ITEM_COLUMNS}
+            own = {name: value for name, value in (extra or {}).items() if name in CHOICE_SETTINGS}
             if own:
                 try:
                     choices[item_id] = site.video.overridden_by(VideoChoice.parse(own))

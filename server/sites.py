@@ -16,7 +16,7 @@ from typing import Any
 from common.engine_options import Refused, vet_site
 from common.settings import ConfigError
 from common.sites import ENGINES, SITE_NAME_RULE, is_site_name
-from common.video import BadChoice, VideoChoice
+from common.video import CHOICE_SETTINGS, BadChoice, VideoChoice
 
 from .schedule import parse_interval
 
@@ -38,13 +38,8 @@ SETTINGS = {
     "archive_id_pattern",
     "check_every",
     "test",
-    # yt-dlp sites: what each video download asks for (``common.video``)
-    "format",
-    "merge_output_format",
-    "max_duration_seconds",
-    "max_filesize_bytes",
+    *CHOICE_SETTINGS,  # yt-dlp sites: what each video download asks for (``common.video``)
 }
-VIDEO_SETTINGS = ("format", "merge_output_format", "max_duration_seconds", "max_filesize_bytes")
 #: Engine options that are the same ideas as the video settings: a site says them once.
 VIDEO_OPTIONS = {"format": "format", "merge_output_format": "merge_output_format", "max_filesize": "max_filesize_bytes"}
 #: What a site's ``test`` may say.
@@ -199,7 +194,7 @@ def _parse_site(name: Any, spec: Any) -> Site:
 
 
 def _video(where: str, engine: str, spec: Mapping[str, Any], options: Mapping[str, Any]) -> VideoChoice:
-    given = {name: spec[name] for name in VIDEO_SETTINGS if name in spec}
+    given = {name: spec[name] for name in CHOICE_SETTINGS if name in spec}
     if given and engine != "yt-dlp":
         raise ConfigError(f"{where}: {', '.join(given)} apply to yt-dlp sites only")
     twice = [f"options.{option}" for option, setting in VIDEO_OPTIONS.items() if option in options and setting in given]
