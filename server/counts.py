@@ -517,17 +517,15 @@ def recounted(connection: Connection, now: datetime, *, videos: bool = True) -> 
         )
     )
     counters[GONE_UPSTREAM] = connection.scalar(select(func.count()).where(TASKS.c.gone_at.is_not(None)))
-    for site, milliseconds in (
-        ()
-        if not videos
-        else connection.execute(
+    if videos:
+        per_site = (
             select(TASKS.c.site, func.sum(func.round(FILES.c.duration * 1000)))
             .join(TASKS, TASKS.c.id == FILES.c.task_id)
             .where(FILES.c.duration > 0)
             .group_by(TASKS.c.site)
         )
-    ):
-        counters[video_counter(site)] = int(milliseconds or 0)
+        for site, milliseconds in connection.execute(per_site):
+            counters[video_counter(site)] = int(milliseconds or 0)
     anchors = KnownFile.__table__
     named = connection.execute(select(*(func.count(anchors.c[name]) for name in KNOWN_COLUMNS))).one()
     counters.update({known_counter(name): n for name, n in zip(KNOWN_COLUMNS, named, strict=True)})
