@@ -25,8 +25,8 @@ PRELOAD = [
     "client.hashing",
 ]
 #: What each engine's jobs use, imported once by the fork server rather than by every
-#: worker: gallery-dl and the image hashes (images), yt-dlp (its extractors' patterns
-#: compiled) and PyAV (videos, probed).
+#: worker: gallery-dl and the image hashes (images), yt-dlp (its extractors imported and
+#: their URL patterns compiled) and PyAV (videos, probed).
 ENGINE_PRELOAD = {
     "gallery-dl": ["gallery_dl.job", "numpy", "PIL.Image", "imagehash", "scipy.fftpack"],
     "yt-dlp": ["yt_dlp", "av", "client.engines.warm"],

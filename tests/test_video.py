@@ -148,6 +148,21 @@ def test_limits_say_which_and_by_how_much():
     assert over_limit(None, duration=10**6) is None
 
 
+def test_print_templates_a_node_sets_still_print(capsys):
+    """A node's engine skips yt-dlp's per-video tables when nothing prints them; a print
+    template of the node's own (which may name a table) still gets everything."""
+    from client.engines.yt_dlp import _ConfinedYoutubeDL
+
+    info = {"id": "clip", "ext": "mp4", "title": "A clip", "url": "http://127.0.0.1/clip.mp4"}
+    with _ConfinedYoutubeDL({"quiet": True}) as silent:
+        assert "formats_table" not in silent._forceprint("video", info)
+    with _ConfinedYoutubeDL({"quiet": True, "forceprint": {"video": ["%(title)s|%(urls)s"]}}) as printing:
+        assert "formats_table" in printing._forceprint("video", info)
+    with _ConfinedYoutubeDL({"quiet": True, "forcetitle": True}) as titled:
+        assert "formats_table" in titled._forceprint("video", info)
+    assert capsys.readouterr().out.splitlines()[0] == "A clip|http://127.0.0.1/clip.mp4"
+
+
 def test_the_demo_streams_build_to_the_same_bytes_every_time(tmp_path, ffmpeg):
     from demo.streams import STREAMS, _build_hls
 

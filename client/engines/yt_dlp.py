@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yt_dlp
+from yt_dlp.networking import common as networking_common
 from yt_dlp.networking.exceptions import HTTPError, TransportError
 from yt_dlp.utils import DownloadError, UnsupportedError, match_filter_func
 
@@ -37,6 +39,18 @@ from .base import (
 #: yt-dlp's fallback extractors name videos by page position; their media URL is steadier.
 GENERIC_EXTRACTORS = {"Generic", "HTML5MediaEmbed"}
 MAX_REMOTE_ID = 255
+#: yt-dlp options that print a video's fields (``--get-title`` and the like).
+FORCED_PRINTS = (
+    "forcetitle",
+    "forceid",
+    "forceurl",
+    "forcethumbnail",
+    "forcedescription",
+    "forcefilename",
+    "forceduration",
+    "forceformat",
+    "forcejson",
+)
 METADATA_KEYS = (
     "id",
     "title",
@@ -249,6 +263,20 @@ class _ConfinedYoutubeDL(yt_dlp.YoutubeDL):
             self.add_info_extractor(extractor if isinstance(extractor, type) else type(extractor)())
         return None
 
+    def _forceprint(self, key, info_dict):
+        """yt-dlp renders the formats, thumbnails and subtitles tables for every video in
+        case a print template asks for them; when none does, skip that work."""
+        if info_dict is not None and not self._prints(key):
+            return dict(info_dict)
+        return super()._forceprint(key, info_dict)
+
+    def _prints(self, key: str) -> bool:
+        return bool(
+            self.params["forceprint"].get(key)
+            or self.params["print_to_file"].get(key)
+            or any(self.params.get(option) for option in FORCED_PRINTS)
+        )
+
     def urlopen(self, req):
         url = str(req if isinstance(req, str) else getattr(req, "url", None) or getattr(req, "full_url", ""))
         if not is_fetched_url(url):
@@ -264,6 +292,17 @@ class _ConfinedYoutubeDL(yt_dlp.YoutubeDL):
         return path
 
 
+def _share_tls_contexts() -> None:
+    """One TLS context per distinct setting for the whole process, as one plain yt-dlp
+    run has: yt-dlp builds one (certifi's bundle read and parsed) for each
+    ``YoutubeDL``'s first request, and a node makes a ``YoutubeDL`` per job."""
+    if not hasattr(networking_common.make_ssl_context, "cache_info"):
+        networking_common.make_ssl_context = functools.lru_cache(maxsize=16)(networking_common.make_ssl_context)
+
+
+_share_tls_contexts()
+
+
 @functools.cache
 def _default_extractors() -> tuple[Any, ...]:
     """The extractors a plain ``YoutubeDL`` loads, in its order."""
@@ -273,9 +312,12 @@ def _default_extractors() -> tuple[Any, ...]:
 
 def warm_extractors() -> None:
     """List the extractors and compile each one's URL pattern (yt-dlp keeps them on the
-    class); a URL no pattern matches makes every one of them look."""
+    class); a URL no pattern matches makes every one of them look. Then import their
+    modules, which yt-dlp loads lazily: a page that no extractor claims has the generic
+    one ask every extractor for embedded videos, importing them all in each worker."""
     for extractor in _default_extractors():
         extractor.suitable("http://warm.invalid/")
+    importlib.import_module("yt_dlp.extractor._extractors")
 
 
 def _run(ydl: yt_dlp.YoutubeDL, url: str, *, download: bool) -> dict[str, Any]:
