@@ -44,8 +44,8 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
             failures_left[f"file:{post_id}"] = failure.times
         for tag, (_, times) in API_FAILURES.items():
             failures_left[f"api:{tag}"] = times
-        for name, (_, _, times) in streams.FAULTS.items():
-            failures_left[f"stream:{name}"] = times
+        for name, fault in streams.FAULTS.items():
+            failures_left[f"stream:{name}"] = fault.times
 
     reset_failures()
 
@@ -167,7 +167,7 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
             if failure.mode == "slow":
                 time.sleep(1.5)
             if failure.mode == "drop":
-                return _dropped(body)
+                return _dropped(body, "image/png")
         mimetype = "image/png" if post.ext == "png" else "image/jpeg"
         return Response(body, mimetype=mimetype, headers={"Content-Length": str(len(body))})
 
@@ -221,7 +221,8 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
         """A video page as streaming sites make them: the player is filled by script,
         the page says what the video is (schema.org VideoObject: title, duration, the
         manifest); a page of progressive sources is a plain ``<video>``."""
-        stream = streams.STREAMS.get(streams.FAULTS.get(name, (name,))[0])
+        fault = streams.FAULTS.get(name)
+        stream = streams.STREAMS.get(fault.base if fault else name)
         if stream is None:
             abort(404)
         if stream.kind == "sources":
@@ -246,14 +247,17 @@ def create_site(posts: int = 240, latency: float = 0.0, image_size: int | None =
 
     @app.get("/streams/<name>/<path:file>")
     def stream_file(name: str, file: str):
-        base, fault, times = streams.FAULTS.get(name, (name, None, 0))
+        fault = streams.FAULTS.get(name)
+        base = fault.base if fault else name
         if base not in streams.STREAMS:
             abort(404)
         if streamed is None:
             return _error(503, f"streams unavailable: {streams_missing}")
-        if file == fault and should_fail(f"stream:{name}"):
-            if times is None:  # broken: the segment is gone
+        if fault and file == fault.segment and should_fail(f"stream:{name}"):
+            if fault.how == "404":
                 abort(404)
+            if fault.how == "drop":
+                return _dropped((streamed / base / file).read_bytes(), "video/mp2t")
             return _error(500, "Internal Server Error")
         return send_from_directory(streamed / base, file, max_age=0)
 
@@ -280,7 +284,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return response
 
 
-def _dropped(body: bytes) -> Response:
+def _dropped(body: bytes, mimetype: str) -> Response:
     """Announce the whole file, send half, then close the connection."""
     sock = request.environ.get("werkzeug.socket")
 
@@ -289,7 +293,7 @@ def _dropped(body: bytes) -> Response:
         if sock is not None:
             sock.shutdown(socket.SHUT_RDWR)
 
-    return Response(half_then_hang_up(), mimetype="image/png", headers={"Content-Length": str(len(body))})
+    return Response(half_then_hang_up(), mimetype=mimetype, headers={"Content-Length": str(len(body))})
 
 
 @click.command()

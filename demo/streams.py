@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 #: Bump to rebuild every cache when the recipe changes in a way the text below does not show.
 RECIPE = 1
@@ -51,11 +52,24 @@ STREAMS: dict[str, Stream] = {
         "long-01", "hls", "An hour of test card", 3600, hue=300, tone=0, heights=(36,), segment_seconds=60, fps=1
     ),
 }
-#: Streams served from another stream's files, with a fault on one media segment:
-#: ``times`` failures (None: every time), then it answers.
+
+
+class Fault(NamedTuple):
+    """A stream served from another stream's files with a fault on one media segment:
+    ``times`` failures (None: every time), then it answers."""
+
+    base: str
+    segment: str
+    times: int | None
+    #: "500" (a server error), "404" (the segment is gone), "drop" (half the segment
+    #: sent, then the connection closed)
+    how: str
+
+
 FAULTS = {
-    "flaky-01": ("hls-01", "720/seg_001.ts", 1),
-    "broken-01": ("hls-02", "720/seg_001.ts", None),
+    "flaky-01": Fault("hls-01", "720/seg_001.ts", 1, "500"),
+    "broken-01": Fault("hls-02", "720/seg_001.ts", None, "404"),
+    "dropped-01": Fault("hls-03", "720/seg_001.ts", None, "drop"),
 }
 MEDIA_SUFFIXES = (".ts", ".m4s", ".mp4", ".aac")
 _BITEXACT = ["-fflags", "+bitexact", "-map_metadata", "-1"]

@@ -24,6 +24,7 @@ sources-480,{root}/stream/sources-01,Three progressive sizes,480p,,
 long,{root}/stream/long-01,An hour: over the limit,,1800,
 flaky,{root}/stream/flaky-01,A segment fails once,,,
 broken,{root}/stream/broken-01,A segment is gone,,,
+dropped,{root}/stream/dropped-01,A segment's connection drops halfway,,,
 big,{root}/stream/hls-07,Too big at its best,best,,150000
 small,{root}/stream/hls-08,Small enough at 480p,480p,,150000
 """
@@ -103,16 +104,18 @@ def test_streams_download_as_one_file_per_video_in_the_format_asked(fleet):
     assert not [path for path in paths if path.startswith("/streams/hls-07/") and path.endswith(".ts")]
     assert probe(dest / "hls-08.mp4")["video"][0]["height"] == 360
 
-    # a stream whose segment is gone: transient, nothing recorded, nothing left behind
-    broken = tasks["broken-01"]
-    assert broken["state"] != "done" and broken["error_class"] == "transient", broken
-    assert not list(dest.glob("broken-01*"))
+    # a stream whose segment is gone, or whose segment's connection drops halfway every
+    # time: transient, nothing recorded, nothing left behind
+    for name in ("broken-01", "dropped-01"):
+        assert tasks[name]["state"] != "done" and tasks[name]["error_class"] == "transient", tasks[name]
+        assert not list(dest.glob(f"{name}*"))
+    assert paths.get("/streams/dropped-01/720/seg_001.ts", 0) >= 2  # the fragment was tried again
     files = [path.name for path in fleet.dest().rglob("*") if path.is_file()]
     assert [name for name in files if ".part" in name or "Frag" in name or name.endswith(".ytdl")] == []
 
     # each file record says what the probe found; /stats adds the video time per site
     records = {record["remote_id"]: record for record in fleet.files()}
-    assert "broken" not in " ".join(records)
+    assert "broken" not in " ".join(records) and "dropped" not in " ".join(records)
     sidecar = json.loads((dest / "hls-01.mp4.json").read_text())
     assert sidecar["fetchfleet"]["video"]["height"] == 720 and sidecar["fetchfleet"]["video"]["acodec"] == "aac"
     durations = fleet.video_durations()
