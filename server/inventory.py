@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +29,7 @@ from common.states import ItemState, TaskKind, TaskState
 from common.video import CHOICE_SETTINGS, BadChoice, VideoChoice
 
 from .counts import TaskChange, item_counter, shown, tally
-from .database import copy_rows, in_list, insert_rows, is_postgresql, prepare_rows, sql_literal, utcnow
+from .database import copy_rows, insert_rows, is_postgresql, prepare_rows, sql_literal, utcnow
 from .errors import InvalidInput
 from .item_state import refresh_item_states
 from .models import Item, Task
@@ -48,6 +48,10 @@ PRIORITY_RANGE = (-1_000_000, 1_000_000)
 _IDENTITY_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
 _SITE_SEPARATORS = re.compile(r"[\s,;|]+")
 _SPACES = re.compile(r"\s+")
+#: A URL ``urlsplit`` has nothing to say about (lowercase http(s), a plain host, no spaces
+#: or control characters): most rows, checked without it.
+_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:[/?#][^\x00-\x20\x7f]*)?")
+_CHOICE_SETTINGS = frozenset(CHOICE_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,64 @@ class _Row:
     extra: dict[str, str]
     targets: dict[str, str]  # site name -> URL the metadata task resolves
     content_hash: str
+    row_hash: str
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A row as read, before it is parsed: most rows of a re-imported file are the very
+    same text as when their item was stored, and need no parsing to say so."""
+
+    line: int
+    values: list[str] | None
+    #: The key the row names (None: it names none, and will be rejected when parsed).
+    key: str | None = None
+    row_hash: str = ""
+    #: Rejected before parsing (malformed CSV).
+    error: str | None = None
+
+
+class _Reading:
+    """What parsing a row depends on besides its values: the header, the sites (a row is
+    checked against their URL patterns and search URLs) and the rules of this module."""
+
+    #: Changed whenever what a row parses into changes: every row is then parsed again once.
+    RULES = "1"
+
+    def __init__(self, header: list[str], sites: SiteRegistry):
+        self.header = header
+        self.extra_columns = [name for name in header if name not in RESERVED_COLUMNS]
+        self.sites = sites
+        #: where the columns a key comes from are (-1: not in this file)
+        self._key_at, self._url_at, self._query_at = (
+            header.index(name) if name in header else -1 for name in ("key", "url", "query")
+        )
+        described = [(site.name, site.search_url, [pattern.pattern for pattern in site.url_patterns]) for site in sites]
+        self._salted = hashlib.sha256(json.dumps([self.RULES, header, described]).encode("utf-8"))
+
+    def pending(self, values: list[str], line: int) -> _Pending:
+        """The row's key and a hash of its exact values in this setting (a row with a NUL
+        character, which no stored row has, gets none)."""
+        joined = "\x00".join(values)
+        if joined.count("\x00") != len(values) - 1:
+            return _Pending(line, values)
+        digest = self._salted.copy()
+        digest.update(joined.encode("utf-8"))
+        return _Pending(line, values, self._key(values), digest.hexdigest())
+
+    def _key(self, values: list[str]) -> str | None:
+        """The key ``_parse_row`` gives a row it accepts."""
+        count = len(values)
+        if 0 <= self._key_at < count and (key := values[self._key_at].strip()):
+            return key
+        if 0 <= self._url_at < count and (url := values[self._url_at].strip()):
+            return url
+        if 0 <= self._query_at < count and (query := values[self._query_at].strip()):
+            return f"query:{_SPACES.sub(' ', query)}"
+        return None
+
+    def parse(self, pending: _Pending) -> _Row:
+        return _parse_row(pending.values, self, pending.line, pending.row_hash)
 
 
 def import_inventory(
@@ -113,8 +175,7 @@ def import_inventory(
     """
     report = ImportReport(import_id=str(uuid.uuid4()))
     lines = _RowLines(stream)
-    header = _read_header(lines)
-    extra_columns = [name for name in header if name not in RESERVED_COLUMNS]
+    reading = _Reading(_read_header(lines), sites)
 
     def reject(error: RowError) -> None:
         report.rejected += 1
@@ -123,7 +184,7 @@ def import_inventory(
         if on_error is not None:
             on_error(error)
 
-    chunk: list[_Row] = []
+    chunk: list[_Pending] = []
     reader = _reader(lines)
     while True:
         lines.start_row()
@@ -134,25 +195,21 @@ def import_inventory(
         except (csv.Error, BrokenRow) as exc:
             # The row is rejected at its first line; whatever it swallowed after that
             # (an unterminated quote runs to the end of the file) is read again as rows.
-            reject(RowError(lines.row_start, f"malformed CSV: {exc}"))
+            chunk.append(_Pending(lines.row_start, None, error=f"malformed CSV: {exc}"))
             lines.replay_after_first()
             reader = _reader(lines)
             continue
         except UploadEnded as exc:
             report.aborted = str(exc)
             break
-        if not any(value.strip() for value in values):
+        if not "".join(values).strip():
             continue  # blank line
-        try:
-            chunk.append(_parse_row(values, header, extra_columns, lines.row_start, sites))
-        except RowRejected as exc:
-            reject(RowError(lines.row_start, str(exc)))
-            continue
+        chunk.append(reading.pending(values, lines.row_start))
         if len(chunk) >= chunk_rows:
-            _store_chunk(session, chunk, report, reject, now or utcnow())
+            _store_chunk(session, chunk, reading, report, reject, now or utcnow())
             chunk = []
     if chunk:
-        _store_chunk(session, chunk, report, reject, now or utcnow())
+        _store_chunk(session, chunk, reading, report, reject, now or utcnow())
     return report
 
 
@@ -258,10 +315,11 @@ def _read_header(lines: _RowLines) -> list[str]:
     return header
 
 
-def _parse_row(values: list[str], header: list[str], extra_columns: list[str], line: int, sites: SiteRegistry) -> _Row:
+def _parse_row(values: list[str], reading: _Reading, line: int, row_hash: str) -> _Row:
+    header, sites = reading.header, reading.sites
     if len(values) > len(header):
         raise RowRejected(f"has {len(values)} fields but the header has {len(header)}")
-    if any("\x00" in value for value in values):
+    if "\x00" in "".join(values):
         raise RowRejected("contains a NUL character, which no database stores")
     fields = {name: (values[i].strip() if i < len(values) else "") for i, name in enumerate(header)}
     url = fields.get("url") or None
@@ -273,12 +331,13 @@ def _parse_row(values: list[str], header: list[str], extra_columns: list[str], l
     if url is not None:
         if len(url) > MAX_TEXT:
             raise RowRejected(f"url is longer than {MAX_TEXT} characters")
-        try:
-            parts = urllib.parse.urlsplit(url)
-        except ValueError as problem:  # e.g. an IPv6 host without its closing bracket
-            raise RowRejected(f"url is not a valid URL ({problem}): {url!r}") from None
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise RowRejected(f"url must be an http(s) URL, got {url!r}")
+        if not _PLAIN_URL.fullmatch(url):
+            try:
+                parts = urllib.parse.urlsplit(url)
+            except ValueError as problem:  # e.g. an IPv6 host without its closing bracket
+                raise RowRejected(f"url is not a valid URL ({problem}): {url!r}") from None
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise RowRejected(f"url must be an http(s) URL, got {url!r}")
     if query is not None:
         query = _SPACES.sub(" ", query)
         if len(query) > MAX_TEXT:
@@ -312,8 +371,8 @@ def _parse_row(values: list[str], header: list[str], extra_columns: list[str], l
         raise RowRejected(f"check_every {problem}") from None
 
     targets = _targets(url, query, restriction, sites)
-    extra = {name: fields[name] for name in extra_columns if fields.get(name)}
-    if any(name in extra for name in CHOICE_SETTINGS):  # the item's own video format and limits
+    extra = {name: fields[name] for name in reading.extra_columns if fields.get(name)}
+    if extra and not _CHOICE_SETTINGS.isdisjoint(extra):  # the item's own video format and limits
         try:
             VideoChoice.parse(extra)
         except BadChoice as problem:
@@ -334,6 +393,7 @@ def _parse_row(values: list[str], header: list[str], extra_columns: list[str], l
         extra,
         targets,
         hashlib.sha256(content.encode("utf-8")).hexdigest(),
+        row_hash,
     )
 
 
@@ -358,25 +418,55 @@ def _targets(url: str | None, query: str | None, restriction: list[str] | None, 
     return {site.name: site.search_url_for(query) for site in chosen}
 
 
-#: The stored side of a chunk's keys: what a row is compared with.
-EXISTING_COLUMNS = (
-    ITEMS.c.id,
-    ITEMS.c.key,
-    ITEMS.c.content_hash,
-    ITEMS.c.import_id,
-    ITEMS.c.import_line,
-    ITEMS.c.state,
-)
+class _Stored(NamedTuple):
+    """The stored side of a chunk's keys: what a row is compared with."""
+
+    id: int
+    key: str
+    content_hash: str
+    import_id: str | None
+    import_line: int | None
+    state: str
+    row_hash: str | None
 
 
-def _store_chunk(session: Session, rows: list[_Row], report: ImportReport, reject, now: datetime) -> None:
+#: Read through the driver's own cursor: a plain tuple for each of a chunk's rows.
+EXISTING = f"SELECT {', '.join(_Stored._fields)} FROM items WHERE key "
+EXISTING_SQLITE = EXISTING + "IN ({})"
+EXISTING_POSTGRESQL = EXISTING + "= ANY(%s)"
+
+
+#: Keys asked for in one statement (SQLite takes at most 32,766 parameters).
+EXISTING_KEYS_AT_ONCE = 10_000
+
+
+def _existing(session: Session, keys: list[str]) -> dict[str, _Stored]:
+    postgresql = is_postgresql(session)
+    found: dict[str, _Stored] = {}
+    cursor = session.connection().connection.cursor()
+    try:
+        for start in range(0, len(keys), EXISTING_KEYS_AT_ONCE):
+            some = keys[start : start + EXISTING_KEYS_AT_ONCE]
+            if postgresql:
+                cursor.execute(EXISTING_POSTGRESQL, (some,))
+            else:
+                cursor.execute(EXISTING_SQLITE.format(", ".join("?" * len(some))), some)
+            found.update((row[1], _Stored._make(row)) for row in cursor.fetchall())
+    finally:
+        cursor.close()
+    return found
+
+
+def _store_chunk(
+    session: Session, rows: list[_Pending], reading: _Reading, report: ImportReport, reject, now: datetime
+) -> None:
     """One transaction: new rows inserted, unchanged ones marked as seen by this import,
     changed ones applied; every write a statement per chunk (or one executemany). On
     PostgreSQL another import may add one of these keys first: the chunk is then rolled
     back and read again (those keys are stored now)."""
     for attempt in range(3):
         try:
-            outcome = _write_chunk(session, rows, report.import_id, now)
+            outcome = _write_chunk(session, rows, reading, report.import_id, now)
             break
         except IntegrityError:
             session.rollback()
@@ -385,7 +475,7 @@ def _store_chunk(session: Session, rows: list[_Row], report: ImportReport, rejec
     report.added += outcome.added
     report.updated += outcome.updated
     report.unchanged += outcome.unchanged
-    for error in outcome.rejected:
+    for error in sorted(outcome.rejected, key=lambda error: error.line):
         reject(error)
 
 
@@ -397,25 +487,38 @@ class _ChunkOutcome:
     rejected: list[RowError] = field(default_factory=list)
 
 
-def _write_chunk(session: Session, rows: list[_Row], import_id: str, now: datetime) -> _ChunkOutcome:
+def _write_chunk(
+    session: Session, pending: list[_Pending], reading: _Reading, import_id: str, now: datetime
+) -> _ChunkOutcome:
     outcome = _ChunkOutcome()
-    postgresql = is_postgresql(session)
-    keys = sorted({row.key for row in rows})
-    existing = {
-        row.key: row
-        for row in session.execute(
-            select(*EXISTING_COLUMNS).where(in_list(ITEMS.c.key, "keys", postgresql)), {"keys": keys}
-        )
-    }
-    seen_here: dict[str, _Row] = {}
+    existing = _existing(session, sorted({row.key for row in pending if row.key is not None}))
+    #: key -> (line, content hash) of the rows of this chunk so far
+    seen_here: dict[str, tuple[int, str]] = {}
     new_rows: list[_Row] = []
-    touched: list[tuple[int, int]] = []
+    touched: list[tuple[int, int, str]] = []
     changed: list[tuple[Any, _Row]] = []
-    for row in rows:
+    for waiting in pending:
+        if waiting.error is not None:
+            outcome.rejected.append(RowError(waiting.line, waiting.error))
+            continue
+        stored = existing.get(waiting.key)
+        if (
+            stored is not None
+            and stored.row_hash == waiting.row_hash
+            and stored.import_id != import_id
+            and waiting.key not in seen_here
+        ):  # the very row that was stored: unchanged, nothing to parse
+            outcome.unchanged += 1
+            touched.append((stored.id, waiting.line, waiting.row_hash))
+            seen_here[waiting.key] = (waiting.line, stored.content_hash)
+            continue
+        try:
+            row = reading.parse(waiting)
+        except RowRejected as exc:
+            outcome.rejected.append(RowError(waiting.line, str(exc)))
+            continue
         earlier = seen_here.get(row.key)
-        stored = existing.get(row.key)
-        earlier_line = earlier.line if earlier is not None else None
-        earlier_hash = earlier.content_hash if earlier is not None else None
+        earlier_line, earlier_hash = earlier if earlier is not None else (None, None)
         if earlier is None and stored is not None and stored.import_id == import_id:
             earlier_line, earlier_hash = stored.import_line, stored.content_hash
         if earlier_line is not None:
@@ -428,12 +531,12 @@ def _write_chunk(session: Session, rows: list[_Row], import_id: str, now: dateti
                     )
                 )
             continue
-        seen_here[row.key] = row
+        seen_here[row.key] = (row.line, row.content_hash)
         if stored is None:
             new_rows.append(row)
         elif stored.content_hash == row.content_hash:
             outcome.unchanged += 1
-            touched.append((stored.id, row.line))
+            touched.append((stored.id, row.line, row.row_hash))
         else:
             changed.append((stored, row))
 
@@ -482,22 +585,24 @@ def _new_item_ids(session: Session, n: int) -> list[int]:
     return list(range(highest + 1, highest + 1 + n))
 
 
-def _mark_seen(session: Session, touched: list[tuple[int, int]], import_id: str) -> None:
+def _mark_seen(session: Session, touched: list[tuple[int, int, str]], import_id: str) -> None:
     """Unchanged rows: this import saw them, on these lines (a later row of the file with
-    the same key and other values is then refused, naming the line)."""
+    the same key and other values is then refused, naming the line), in these words."""
     if is_postgresql(session):
-        ids, lines = zip(*touched, strict=True)
-        session.execute(MARK_SEEN_POSTGRESQL, {"import_id": import_id, "ids": list(ids), "lines": list(lines)})
+        ids, lines, hashes = zip(*touched, strict=True)
+        values = {"import_id": import_id, "ids": list(ids), "lines": list(lines), "hashes": list(hashes)}
+        session.execute(MARK_SEEN_POSTGRESQL, values)
         return
     session.connection().exec_driver_sql(
-        "UPDATE items SET import_id = ?, import_line = ? WHERE id = ?",
-        [(import_id, line, item_id) for item_id, line in touched],
+        "UPDATE items SET import_id = ?, import_line = ?, row_hash = ? WHERE id = ?",
+        [(import_id, line, row_hash, item_id) for item_id, line, row_hash in touched],
     )
 
 
 MARK_SEEN_POSTGRESQL = text(
-    "UPDATE items SET import_id = :import_id, import_line = seen.line "
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:lines AS bigint[])) AS seen(id, line) WHERE items.id = seen.id"
+    "UPDATE items SET import_id = :import_id, import_line = seen.line, row_hash = seen.row_hash "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:lines AS bigint[]), CAST(:hashes AS text[])) "
+    "AS seen(id, line, row_hash) WHERE items.id = seen.id"
 )
 
 
@@ -600,6 +705,7 @@ UPDATE_ITEM = (
                 "state",
                 "import_id",
                 "import_line",
+                "row_hash",
                 "updated_at",
             )
         }
@@ -645,5 +751,6 @@ def _item_values(row: _Row, import_id: str, now: datetime) -> dict[str, Any]:
         "state": ItemState.PENDING,
         "import_id": import_id,
         "import_line": row.line,
+        "row_hash": row.row_hash or None,
         "updated_at": now,
     }

@@ -61,6 +61,9 @@ class Item(db.Model):
     #: Which import run last wrote the row, and from which line: finds a key repeated in one file.
     import_id: Mapped[str | None] = mapped_column(String(36))
     import_line: Mapped[int | None] = mapped_column(BigInteger)
+    #: The row's exact text as last imported (with the header and the sites it was read
+    #: against): a re-import that finds the same needs not parse it again.
+    row_hash: Mapped[str | None] = mapped_column(String(64))
     #: A subscription: checked again this many seconds after each check (None: the site's
     #: default, else the global one; both default to "once").
     check_every: Mapped[int | None] = mapped_column(Integer)

@@ -12,6 +12,7 @@ from server import context
 from server.counts import rebuild
 from server.database import utcnow
 from server.errors import InvalidInput
+from server.extensions import db
 from server.inventory import import_inventory
 from server.models import Item, Task
 
@@ -144,6 +145,56 @@ def test_duplicate_keys_in_one_file(session):
     [error] = report.errors
     assert error.line == 5 and "already used on line 2" in error.reason
     assert items(session)["a"].query == "cats"
+
+
+def test_a_reimport_knows_a_row_by_its_exact_text_and_still_catches_what_changed(session):
+    """A row whose text, header and sites are as when it was stored is unchanged without
+    being parsed; anything else about it is parsed and judged as before."""
+    text = "key,query,title\na,cats,Cats\nb,dogs,Dogs\n"
+    run_import(session, text)
+    stored = {key: (item.row_hash, item.content_hash) for key, item in items(session).items()}
+    assert stored["a"][0] and stored["a"][0] != stored["b"][0]
+
+    # the same key again later in the file with other values: refused, naming the line
+    # the first (unparsed) copy was on
+    report = run_import(session, text + "a,birds,Birds\n", chunk_rows=10)
+    assert (report.unchanged, report.rejected) == (2, 1)
+    assert "already used on line 2" in report.errors[0].reason
+    report = run_import(session, text + "a,cats,Cats\na,birds,Birds\n", chunk_rows=1)  # across chunks too
+    assert (report.unchanged, report.rejected) == (3, 1)
+    assert "already used on line 2" in report.errors[0].reason
+
+    # NUL where a separator was: not mistaken for the stored row
+    report = run_import(session, "key,query,title\na,cats\x00Cats\n")
+    assert report.rejected == 1 and "NUL" in report.errors[0].reason
+
+    # the columns in another order: the same content (unchanged), and the new text is
+    # remembered; an item stored before rows were remembered gets its text the same way
+    session.execute(Item.__table__.update().where(Item.key == "b").values(row_hash=None))
+    session.commit()
+    report = run_import(session, "title,key,query\nCats,a,cats\nDogs,b,dogs\n")
+    assert (report.added, report.updated, report.unchanged, report.rejected) == (0, 0, 2, 0)
+    again = {key: (item.row_hash, item.content_hash) for key, item in items(session).items()}
+    assert again["a"][0] != stored["a"][0] and again["b"][0] is not None
+    assert again["a"][1] == stored["a"][1]
+
+    # a changed row stores its new text
+    report = run_import(session, "title,key,query\nKittens,a,cats\n")
+    assert report.updated == 1 and items(session)["a"].row_hash not in (again["a"][0], None)
+
+
+def test_a_row_the_sites_no_longer_accept_is_rejected_on_reimport(app_factory):
+    """The sites a row was read against are part of what is remembered: a row stored
+    while a site matched its URL is judged again when the sites change."""
+    text = "url,title\nhttp://booru.test/post/show/1,One\n"
+    first = app_factory()
+    with first.app_context():
+        assert run_import(db.session, text).added == 1
+        db.session.remove()
+    narrower = app_factory(SITES={"tube": first.config["SITES"]["tube"]})
+    with narrower.app_context():
+        report = run_import(db.session, text)
+        assert report.rejected == 1 and "no configured site matches" in report.errors[0].reason
 
 
 @pytest.mark.parametrize(
