@@ -5,10 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from common.states import TaskState
-from server import context
+from server import context, inventory
 from server.counts import rebuild
 from server.database import utcnow
 from server.errors import InvalidInput
@@ -195,6 +195,21 @@ def test_a_row_the_sites_no_longer_accept_is_rejected_on_reimport(app_factory):
     with narrower.app_context():
         report = run_import(db.session, text)
         assert report.rejected == 1 and "no configured site matches" in report.errors[0].reason
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite plans from its indexes alone
+def test_a_big_import_has_postgresql_look_at_the_tables_again(session, monkeypatch):
+    """After a bulk load the planner still holds the old figures (it took a changed row's
+    task lookup for a scan of every task); a big import refreshes them, a small one not."""
+    monkeypatch.setattr(inventory, "ANALYZE_AFTER_ADDED", 5)
+
+    def items_counted() -> float:
+        return session.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'items'"))
+
+    run_import(session, "query\n" + "".join(f"q{n}\n" for n in range(7)))
+    assert items_counted() == 7
+    run_import(session, "query\nmore1\nmore2\n")  # below the threshold: not again
+    assert items_counted() == 7
 
 
 @pytest.mark.parametrize(
