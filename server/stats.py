@@ -31,6 +31,8 @@ from .site_state import last_tests
 from .sites import SiteRegistry
 
 RECENT_ERRORS_WINDOW = timedelta(hours=24)
+#: The newest errors of the window that ``recent_errors`` groups.
+RECENT_ERRORS_READ = 10_000
 THROUGHPUT_WINDOW = timedelta(hours=1)
 
 
@@ -147,12 +149,19 @@ def archive_totals(nodes: dict[int, dict[str, int]], counters: dict[str, int]) -
 
 
 def recent_errors(session: Session, now: datetime) -> list[dict[str, Any]]:
-    """The ten most frequent (class, message) pairs of the errors of the last day (through
-    the index on ``last_error_at``)."""
-    rows = session.execute(
-        select(Task.error_class, Task.last_error, func.count(), func.max(Task.last_error_at))
+    """The ten most frequent (class, message) pairs among the newest errors of the last day:
+    at most ``RECENT_ERRORS_READ`` of them, read newest first through the index on
+    ``last_error_at``, so a day of a million failures costs a look what a quiet one does."""
+    newest = (
+        select(Task.error_class, Task.last_error, Task.last_error_at)
         .where(Task.last_error_at > now - RECENT_ERRORS_WINDOW, Task.error_class.is_not(None))
-        .group_by(Task.error_class, Task.last_error)
+        .order_by(Task.last_error_at.desc())
+        .limit(RECENT_ERRORS_READ)
+        .subquery()
+    )
+    rows = session.execute(
+        select(newest.c.error_class, newest.c.last_error, func.count(), func.max(newest.c.last_error_at))
+        .group_by(newest.c.error_class, newest.c.last_error)
         .order_by(func.count().desc())
         .limit(10)
     )

@@ -133,3 +133,31 @@ def test_a_requeued_done_task_is_queued_again_and_its_completion_stays_in_the_la
     assert [c["tasks_done"] for c in after["clients"] if c["name"] == "node1"] == [0]
     task = actions.task(task_id)
     assert task.state == "queued" and task.done_by is None and task.done_at is None and task.found_count is None
+
+
+def test_recent_errors_group_only_the_newest_errors_of_the_day(actions, session, monkeypatch):
+    """However many tasks failed in a day, a look reads a bounded number of them: the
+    newest, through the index on ``last_error_at``."""
+    from sqlalchemy import select
+
+    from server import stats
+    from server.database import utcnow
+    from server.models import Task
+
+    actions.import_csv("query\n" + "".join(f"q{n}\n" for n in range(5)))
+    tasks = list(session.scalars(select(Task).order_by(Task.id)))
+    assert len(tasks) >= 8
+    now = utcnow()
+    for minutes, task in zip([60 * 25, 300, 240, 180, 120, 3, 2, 1], tasks, strict=False):
+        message = "old" if minutes > 60 else "new"
+        task.error_class, task.last_error, task.last_error_at = "transient", message, now - timedelta(minutes=minutes)
+    session.commit()
+
+    def grouped() -> dict[str, int]:
+        return {error["error"]: error["count"] for error in stats.recent_errors(session, now)}
+
+    assert grouped() == {"old": 4, "new": 3}  # the one of yesterday is not in the day
+    monkeypatch.setattr(stats, "RECENT_ERRORS_READ", 3)
+    assert grouped() == {"new": 3}
+    monkeypatch.setattr(stats, "RECENT_ERRORS_READ", 5)
+    assert grouped() == {"new": 3, "old": 2}
