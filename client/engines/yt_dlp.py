@@ -1,7 +1,8 @@
 """yt-dlp as a library: list videos without downloading, download and learn the final
 paths, and classify ``DownloadError`` causes (HTTP status, unsupported URL, network).
 
-Options are per ``YoutubeDL`` instance, so nothing global is shared between jobs.
+Options are per ``YoutubeDL`` instance, so nothing global is shared between jobs but a
+TLS context, one for each distinct setting (``_share_tls_contexts``).
 """
 
 from __future__ import annotations
