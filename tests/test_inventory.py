@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from common.states import TaskState
 from server import context, inventory
@@ -201,10 +201,12 @@ def test_a_row_the_sites_no_longer_accept_is_rejected_on_reimport(app_factory):
 def test_a_big_import_has_postgresql_look_at_the_tables_again(session, monkeypatch):
     """After a bulk load the planner still holds the old figures (it took a changed row's
     task lookup for a scan of every task); a big import refreshes them, a small one not."""
+    from sqlalchemy import text as sql
+
     monkeypatch.setattr(inventory, "ANALYZE_AFTER_ADDED", 5)
 
     def items_counted() -> float:
-        return session.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'items'"))
+        return session.scalar(sql("SELECT reltuples FROM pg_class WHERE relname = 'items'"))
 
     run_import(session, "query\n" + "".join(f"q{n}\n" for n in range(7)))
     assert items_counted() == 7
