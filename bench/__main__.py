@@ -183,7 +183,10 @@ def _run(smoke: bool, only: tuple[str, ...], keep_workdir: bool) -> dict:
             progress(f"== {name}")
             section_dir = workdir / name
             section_dir.mkdir()
+            begun = time.monotonic()
             results[name] = section.run(plan, section_dir, progress)
+            # what each section costs of the run's time (``make bench`` has a budget)
+            results["environment"].setdefault("section_seconds", {})[name] = round(time.monotonic() - begun)
     finally:
         if not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)

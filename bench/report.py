@@ -331,10 +331,14 @@ README_END = "<!-- bench:end -->"
 
 def _header(results: dict) -> str:
     env = results["environment"]
-    return (
+    header = (
         f"{env['date']}, commit {env['commit']}, {env['cpus']} cores, Python {env['python']}, SQLite {env['sqlite']}, "
         f"{env['wrk']}. Made by `make bench` (`python -m bench`)."
     )
+    if sections := env.get("section_seconds"):
+        spent = ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in sections.items())
+        header += f" Minutes per section: {spent}; {sum(sections.values()) / 60:.1f} in all."
+    return header
 
 
 def _targets_table(results: dict) -> list[str]:

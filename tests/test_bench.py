@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from bench import report
+from bench.__main__ import SECTIONS
 from support.processes import REPO_ROOT
 
 
@@ -120,6 +121,9 @@ def test_smoke_run_produces_every_figure(tmp_path, postgres_url, seaweedfs):
     ):
         assert heading in table
     assert "## What bounds it" in table and "CPU ms per 100-task cycle" in table
+    spent = data["environment"]["section_seconds"]  # what each section costs of the budget
+    assert list(spent) == list(SECTIONS) and all(seconds >= 0 for seconds in spent.values())
+    assert "Minutes per section: throughput " in table
     assert "| sqlite, ceiling app, every statement |" in table and "(ceiling app, every statement) | 16 | 100" in table
     # A smoke run elsewhere leaves the README's numbers alone.
     assert (REPO_ROOT / "README.md").read_text() == readme_before
