@@ -150,7 +150,8 @@ class _Reading:
         return _Pending(line, values, self._key(values), digest.hexdigest())
 
     def _key(self, values: list[str]) -> str | None:
-        """The key ``_parse_row`` gives a row it accepts."""
+        """The row's key: its ``key`` column, else its URL, else ``query:`` and its query
+        (spaces made one); ``_parse_row`` keeps it for the rows it accepts."""
         count = len(values)
         if 0 <= self._key_at < count and (key := values[self._key_at].strip()):
             return key
@@ -159,9 +160,6 @@ class _Reading:
         if 0 <= self._query_at < count and (query := values[self._query_at].strip()):
             return f"query:{_SPACES.sub(' ', query)}"
         return None
-
-    def parse(self, pending: _Pending) -> _Row:
-        return _parse_row(pending.values, self, pending.line, pending.row_hash)
 
 
 def import_inventory(
@@ -334,8 +332,8 @@ def _read_header(lines: _RowLines) -> list[str]:
     return header
 
 
-def _parse_row(values: list[str], reading: _Reading, line: int, row_hash: str) -> _Row:
-    header, sites = reading.header, reading.sites
+def _parse_row(pending: _Pending, reading: _Reading) -> _Row:
+    values, header, sites = pending.values, reading.header, reading.sites
     if len(values) > len(header):
         raise RowRejected(f"has {len(values)} fields but the header has {len(header)}")
     if "\x00" in "".join(values):
@@ -361,7 +359,7 @@ def _parse_row(values: list[str], reading: _Reading, line: int, row_hash: str) -
         query = _SPACES.sub(" ", query)
         if len(query) > MAX_TEXT:
             raise RowRejected(f"query is longer than {MAX_TEXT} characters")
-    key = fields.get("key") or (url if url is not None else f"query:{query}")
+    key = pending.key  # named by a url or a query, checked above
     if len(key) > MAX_KEY:
         raise RowRejected(f"key is longer than {MAX_KEY} characters; give a shorter 'key' column")
     title = fields.get("title") or None
@@ -401,7 +399,7 @@ def _parse_row(values: list[str], reading: _Reading, line: int, row_hash: str) -
         identity.append(check_every)
     content = _IDENTITY_JSON(identity)
     return _Row(
-        line,
+        pending.line,
         key,
         url,
         query,
@@ -412,7 +410,7 @@ def _parse_row(values: list[str], reading: _Reading, line: int, row_hash: str) -
         extra,
         targets,
         hashlib.sha256(content.encode("utf-8")).hexdigest(),
-        row_hash,
+        pending.row_hash,
     )
 
 
@@ -532,7 +530,7 @@ def _write_chunk(
             seen_here[waiting.key] = (waiting.line, stored.content_hash)
             continue
         try:
-            row = reading.parse(waiting)
+            row = _parse_row(waiting, reading)
         except RowRejected as exc:
             outcome.rejected.append(RowError(waiting.line, str(exc)))
             continue
