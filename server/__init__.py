@@ -18,7 +18,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import cli, metrics, settings
     from .api import register_blueprints, register_pages
     from .dashboard import Dashboard
-    from .database import engine_options, install_sqlite_behaviour
+    from .database import engine_options, install_postgresql_behaviour, install_sqlite_behaviour
     from .errors import register_error_handlers
     from .events import Outbox
     from .extensions import db, migrate
@@ -56,6 +56,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     with app.app_context():
         install_sqlite_behaviour(db.engine)
+        install_postgresql_behaviour(db.engine)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True)
     api = Api(app)
     register_blueprints(api)

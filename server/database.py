@@ -89,6 +89,29 @@ def install_sqlite_behaviour(engine: Engine) -> None:
             connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+#: Every statement planned for its tables as they are now (see install_postgresql_behaviour).
+CUSTOM_PLANS = "-c plan_cache_mode=force_custom_plan"
+
+
+def install_postgresql_behaviour(engine: Engine) -> None:
+    """Plans made for each execution, never one generic plan kept for the connection.
+
+    psycopg prepares a statement it has run a few times, and PostgreSQL may then keep one
+    generic plan for it as long as the connection lives, made for the tables as they were.
+    A coordinator starts on empty tables: the lookup of new content planned while
+    ``files`` was empty kept scanning the whole table when it held hundreds of thousands
+    of rows (the coordinator ran at a third of its rate until an ``ANALYZE``, which
+    autovacuum may never run). A custom plan sees each table's current size, at a cost
+    of planning each statement again.
+    """
+    if engine.dialect.name != "postgresql":
+        return
+
+    @event.listens_for(engine, "do_connect")
+    def _custom_plans(_dialect, _record, _cargs, cparams):
+        cparams["options"] = f"{cparams.get('options', '')} {CUSTOM_PLANS}".strip()
+
+
 class WriterQueuedConnection(sqlite3.Connection):
     """A SQLite connection whose write transactions first queue on an ``flock`` of
     ``<database>-writer``, held from ``BEGIN IMMEDIATE`` to commit or rollback.

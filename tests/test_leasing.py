@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from common.states import ItemState, TaskState
 from server import context
@@ -408,4 +408,31 @@ def test_a_batch_insert_says_how_many_rows_went_in(session):
     assert insert_rows(session, prepare_rows(session, ItemPost.__table__, links)) == 3
     again = [*links[1:], {"item_id": 7, "task_id": 4, "found_at": T0}]
     assert insert_rows(session, prepare_rows(session, ItemPost.__table__, again)) == 1
+    session.rollback()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_statement_run_on_an_empty_table_is_planned_again_when_the_table_has_grown(session):
+    """A coordinator starts on empty tables; the plan of a statement it runs on every
+    submit must not stay the one made then (a whole-table scan of ``files``), even when
+    nothing ever runs ``ANALYZE``."""
+    from server.counts import HELD_POSTGRESQL, new_content
+
+    hashes = [f"{n:064x}" for n in range(10)]
+    for _ in range(8):  # psycopg prepares it; PostgreSQL may then keep a generic plan
+        assert new_content(session, hashes) == set(hashes)
+    session.execute(
+        text(
+            "INSERT INTO files (task_id, client_id, path, size, sha256, created_at) "
+            "SELECT n, 1, 'f' || n, 1, lpad(to_hex(n), 64, '0'), now() FROM generate_series(100, 40099) AS n"
+        )
+    )
+    assert new_content(session, hashes) == set(hashes)
+    held = str(HELD_POSTGRESQL).replace(":hashes", "$1")
+    name = session.execute(
+        text("SELECT name FROM pg_prepared_statements WHERE statement = :sql"), {"sql": held}
+    ).scalar_one()
+    listed = ", ".join(f"'{h}'" for h in hashes)  # EXPLAIN takes no parameters; hex digits only
+    plan = "\n".join(session.execute(text(f"EXPLAIN EXECUTE {name}(ARRAY[{listed}])")).scalars())
+    assert "Seq Scan on files" not in plan and "ix_files_sha256" in plan, plan
     session.rollback()
