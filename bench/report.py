@@ -338,6 +338,9 @@ def _header(results: dict) -> str:
     if sections := env.get("section_seconds"):
         spent = ", ".join(f"{name} {seconds / 60:.1f}" for name, seconds in sections.items())
         header += f" Minutes per section: {spent}; {sum(sections.values()) / 60:.1f} in all."
+    if reruns := env.get("reruns"):
+        again = ", ".join(f"{name} at {run['commit']} ({run['date']})" for name, run in reruns.items())
+        header += f" Sections re-run alone since (their figures replace the full run's): {again}."
     return header
 
 
@@ -593,12 +596,7 @@ def markdown(results: dict) -> str:
             "",
             f"## Video: {video['videos']} HLS streams (720p video + separate audio, merged by ffmpeg)",
             "",
-            f"Medians of {video['turns']} alternating turns"
-            + (
-                f" (this section re-run alone at {rerun['commit']}, {rerun['date']})."
-                if (rerun := results.get("environment", {}).get("video_section"))
-                else "."
-            ),
+            f"Medians of {video['turns']} alternating turns.",
             "",
             "| variant | seconds | videos/s |",
             "| --- | ---: | ---: |",
