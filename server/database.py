@@ -99,10 +99,9 @@ def install_postgresql_behaviour(engine: Engine) -> None:
     psycopg prepares a statement it has run a few times, and PostgreSQL may then keep one
     generic plan for it as long as the connection lives, made for the tables as they were.
     A coordinator starts on empty tables: the lookup of new content planned while
-    ``files`` was empty kept scanning the whole table when it held hundreds of thousands
-    of rows (the coordinator ran at a third of its rate until an ``ANALYZE``, which
-    autovacuum may never run). A custom plan sees each table's current size, at a cost
-    of planning each statement again.
+    ``files`` was empty went on scanning the whole table long after it had grown, until
+    an ``ANALYZE`` (which a server without autovacuum never runs). A custom plan sees
+    each table's current size, at the cost of planning each statement again.
     """
     if engine.dialect.name != "postgresql":
         return
