@@ -51,7 +51,7 @@ test: $(STAMP) $(NODE_STAMP) tools
 test-fast: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python -m pytest -m "not slow and not e2e" $(PYTEST_ARGS)
 
-# All benchmarks (about 30 min on 2 cores): bench/results/latest.{json,md}. Needs PostgreSQL and Redis.
+# All benchmarks (30-35 min on 2 cores): bench/results/latest.{json,md}. Needs PostgreSQL and Redis.
 bench: $(STAMP) tools
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
