@@ -9,6 +9,7 @@ import operator
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -233,29 +234,41 @@ def prepare_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> 
     columns = tuple(rows[0]) if rows else ()
     if not rows:
         return PreparedRows(table, columns, [])
-    pick = operator.itemgetter(*columns)
-    values = [pick(row) for row in rows] if len(columns) > 1 else [(pick(row),) for row in rows]
     if is_postgresql(session):
         # JSON values go to PostgreSQL as text (cast back in ``_unnest_insert``): a list
         # inside an array parameter would be read as another dimension.
-        for position in _json_positions(table, columns):
-            values = [(*row[:position], json.dumps(row[position]), *row[position + 1 :]) for row in values]
+        json_at = _json_positions(table, columns)
+        processors = tuple(json.dumps if position in json_at else None for position in range(len(columns)))
+    else:
+        processors = _sqlite_processors(table, columns)
+    if not any(processors):
+        pick = operator.itemgetter(*columns)
+        values = [pick(row) for row in rows] if len(columns) > 1 else [(pick(row),) for row in rows]
         return PreparedRows(table, columns, values)
-    processors = _sqlite_processors(table, columns)
+    # Column by column: a batch repeats its timestamps and empty JSON values, each
+    # converted once, and every row is built once.
+    by_column = [[row[name] for row in rows] for name in columns]
+    json_at = _json_positions(table, columns)
     for position, process in enumerate(processors):
-        if process is None:
-            continue
-        converted: dict[Any, Any] = {}  # a batch repeats its timestamps: convert each once
-        for index, row in enumerate(values):
-            value = row[position]
-            try:
-                driver_value = converted[value]
-            except KeyError:
-                driver_value = converted[value] = process(value)
-            except TypeError:  # unhashable (a JSON value)
-                driver_value = process(value)
-            values[index] = (*row[:position], driver_value, *row[position + 1 :])
-    return PreparedRows(table, columns, values)
+        if process is not None:
+            by_column[position] = _converted(by_column[position], process, plain=position not in json_at)
+    return PreparedRows(table, columns, list(zip(*by_column, strict=True)))
+
+
+def _converted(values: list[Any], process: Callable[[Any], Any], *, plain: bool) -> list[Any]:
+    """``process`` of each value; each distinct plain value (a timestamp) converted once,
+    and of JSON values the ones that repeat: none, and empty ones."""
+    done: dict[Any, Any] = {}
+    if plain:
+        return [done[value] if value in done else done.setdefault(value, process(value)) for value in values]
+    out = []
+    for value in values:
+        if value is None or (not value and isinstance(value, (dict, list))):
+            key = (type(value), "empty")
+            out.append(done[key] if key in done else done.setdefault(key, process(value)))
+        else:
+            out.append(process(value))
+    return out
 
 
 def insert_rows(session: Session, rows: PreparedRows) -> int:
