@@ -33,15 +33,15 @@ from common.states import ItemState, TaskKind, TaskState
 from common.video import CHOICE_SETTINGS, BadChoice, VideoChoice
 
 from .counts import TaskChange, item_counter, shown, tally
-from .database import copy_rows, insert_rows, is_postgresql, prepare_rows, sql_literal, utcnow
+from .database import PreparedRows, copy_rows, insert_rows, is_postgresql, prepare_rows, sql_literal, utcnow
 from .errors import InvalidInput
 from .item_state import refresh_item_states
-from .models import Item, Task
+from .models import Item, ItemImport, Task
 from .schedule import parse_interval
 from .sites import SiteRegistry
 from .transitions import fresh_start, new_metadata_task
 
-ITEMS, TASKS = Item.__table__, Task.__table__
+ITEMS, TASKS, ITEM_IMPORTS = Item.__table__, Task.__table__, ItemImport.__table__
 RESERVED_COLUMNS = ("key", "url", "query", "title", "sites", "priority", "check_every")
 MAX_REPORTED_ERRORS = 1000
 MAX_KEY = 500
@@ -448,7 +448,10 @@ class _Stored(NamedTuple):
 
 
 #: Read through the driver's own cursor: a plain tuple for each of a chunk's rows.
-EXISTING = f"SELECT {', '.join(_Stored._fields)} FROM items WHERE key "
+EXISTING = (
+    "SELECT items.id, items.key, items.content_hash, seen.import_id, seen.import_line, items.state, items.row_hash "
+    "FROM items LEFT JOIN item_imports AS seen ON seen.item_id = items.id WHERE items.key "
+)
 EXISTING_SQLITE = EXISTING + "IN ({})"
 EXISTING_POSTGRESQL = EXISTING + "= ANY(%s)"
 
@@ -512,7 +515,10 @@ def _write_chunk(
     #: key -> (line, content hash) of the rows of this chunk so far
     seen_here: dict[str, tuple[int, str]] = {}
     new_rows: list[_Row] = []
-    touched: list[tuple[int, int, str]] = []
+    #: (item id, line) of the rows this import read and found unchanged
+    touched: list[tuple[int, int]] = []
+    #: (item id, row hash) of the unchanged ones read in other words than stored
+    reworded: list[tuple[int, str]] = []
     changed: list[tuple[Any, _Row]] = []
     for waiting in pending:
         if waiting.error is not None:
@@ -526,7 +532,7 @@ def _write_chunk(
             and waiting.key not in seen_here
         ):  # the very row that was stored: unchanged, nothing to parse
             outcome.unchanged += 1
-            touched.append((stored.id, waiting.line, waiting.row_hash))
+            touched.append((stored.id, waiting.line))
             seen_here[waiting.key] = (waiting.line, stored.content_hash)
             continue
         try:
@@ -553,17 +559,22 @@ def _write_chunk(
             new_rows.append(row)
         elif stored.content_hash == row.content_hash:
             outcome.unchanged += 1
-            touched.append((stored.id, row.line, row.row_hash))
+            touched.append((stored.id, row.line))
+            if stored.row_hash != (row.row_hash or None):
+                reworded.append((stored.id, row.row_hash or None))
         else:
             changed.append((stored, row))
 
     if new_rows:
         outcome.added = _insert_new(session, new_rows, import_id, now)
-    if touched:
-        _mark_seen(session, touched, import_id)
     if changed:
         _apply_changes(session, changed, import_id, now)
         outcome.updated = len(changed)
+        touched += [(stored.id, row.line) for stored, row in changed]
+    if touched:
+        _mark_seen(session, touched, import_id)
+    if reworded:
+        session.connection().execute(SET_ROW_HASH, [{"b_id": item_id, "b_hash": h} for item_id, h in reworded])
     session.commit()
     return outcome
 
@@ -574,8 +585,7 @@ def _insert_new(session: Session, rows: list[_Row], import_id: str, now: datetim
     sequence), so the tasks need no answer from the item insert."""
     ids = _new_item_ids(session, len(rows))
     items = [
-        _item_values(row, import_id, now) | {"id": item_id, "created_at": now}
-        for row, item_id in zip(rows, ids, strict=True)
+        _item_values(row, now) | {"id": item_id, "created_at": now} for row, item_id in zip(rows, ids, strict=True)
     ]
     tasks = [
         new_metadata_task(item_id, site, url, row.priority, now, check_every=row.check_every)
@@ -587,6 +597,11 @@ def _insert_new(session: Session, rows: list[_Row], import_id: str, now: datetim
     load = copy_rows if is_postgresql(session) else insert_rows
     load(session, prepare_rows(session, ITEMS, items))
     load(session, prepare_rows(session, TASKS, tasks))
+    if is_postgresql(session):  # a sequence never hands out an id twice: nothing to replace
+        marks = [(item_id, import_id, row.line) for row, item_id in zip(rows, ids, strict=True)]
+        copy_rows(session, PreparedRows(ITEM_IMPORTS, ("item_id", "import_id", "import_line"), marks))
+    else:  # ids follow the highest: a deleted item's id comes again, and its mark is replaced
+        _mark_seen(session, [(item_id, row.line) for row, item_id in zip(rows, ids, strict=True)], import_id)
     count = tally(session)
     count.counters[item_counter(ItemState.PENDING)] += len(rows)
     for site, n in collections.Counter(task["site"] for task in tasks).items():
@@ -602,25 +617,28 @@ def _new_item_ids(session: Session, n: int) -> list[int]:
     return list(range(highest + 1, highest + 1 + n))
 
 
-def _mark_seen(session: Session, touched: list[tuple[int, int, str]], import_id: str) -> None:
-    """Unchanged rows: this import saw them, on these lines (a later row of the file with
-    the same key and other values is then refused, naming the line), in these words."""
+def _mark_seen(session: Session, touched: list[tuple[int, int]], import_id: str) -> None:
+    """The rows this import read for items it did not add: it saw them, on these lines (a
+    later row of the file with the same key and other values is then refused, naming
+    the line)."""
     if is_postgresql(session):
-        ids, lines, hashes = zip(*touched, strict=True)
-        values = {"import_id": import_id, "ids": list(ids), "lines": list(lines), "hashes": list(hashes)}
-        session.execute(MARK_SEEN_POSTGRESQL, values)
+        ids, lines = zip(*touched, strict=True)
+        session.execute(MARK_SEEN_POSTGRESQL, {"import_id": import_id, "ids": list(ids), "lines": list(lines)})
         return
-    session.connection().exec_driver_sql(
-        "UPDATE items SET import_id = ?, import_line = ?, row_hash = ? WHERE id = ?",
-        [(import_id, line, row_hash, item_id) for item_id, line, row_hash in touched],
-    )
+    session.connection().exec_driver_sql(MARK_SEEN_SQLITE, [(item_id, import_id, line) for item_id, line in touched])
 
 
-MARK_SEEN_POSTGRESQL = text(
-    "UPDATE items SET import_id = :import_id, import_line = seen.line, row_hash = seen.row_hash "
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:lines AS bigint[]), CAST(:hashes AS text[])) "
-    "AS seen(id, line, row_hash) WHERE items.id = seen.id"
+MARK_SEEN_SQLITE = (
+    "INSERT INTO item_imports (item_id, import_id, import_line) VALUES (?, ?, ?) "
+    "ON CONFLICT (item_id) DO UPDATE SET import_id = excluded.import_id, import_line = excluded.import_line"
 )
+MARK_SEEN_POSTGRESQL = text(
+    "INSERT INTO item_imports (item_id, import_id, import_line) "
+    "SELECT seen.id, :import_id, seen.line FROM unnest(CAST(:ids AS bigint[]), CAST(:lines AS bigint[])) "
+    "AS seen(id, line) "
+    "ON CONFLICT (item_id) DO UPDATE SET import_id = excluded.import_id, import_line = excluded.import_line"
+)
+SET_ROW_HASH = update(ITEMS).where(ITEMS.c.id == bindparam("b_id")).values(row_hash=bindparam("b_hash"))
 
 
 def _apply_changes(session: Session, changed: list[tuple[Any, _Row]], import_id: str, now: datetime) -> None:
@@ -628,7 +646,7 @@ def _apply_changes(session: Session, changed: list[tuple[Any, _Row]], import_id:
     subscription's new interval applies from now; the new priority applies to what still
     waits. The items' metadata tasks are read once (locked) and written in batches."""
     count = tally(session)
-    values = [_item_values(row, import_id, now) | {"b_id": stored.id} for stored, row in changed]
+    values = [_item_values(row, now) | {"b_id": stored.id} for stored, row in changed]
     session.execute(UPDATE_ITEM, values)
     for stored, _ in changed:
         if stored.state != ItemState.PENDING:
@@ -720,8 +738,6 @@ UPDATE_ITEM = (
                 "extra",
                 "content_hash",
                 "state",
-                "import_id",
-                "import_line",
                 "row_hash",
                 "updated_at",
             )
@@ -754,7 +770,7 @@ SET_PRIORITY = (
 )
 
 
-def _item_values(row: _Row, import_id: str, now: datetime) -> dict[str, Any]:
+def _item_values(row: _Row, now: datetime) -> dict[str, Any]:
     return {
         "key": row.key,
         "url": row.url,
@@ -766,8 +782,6 @@ def _item_values(row: _Row, import_id: str, now: datetime) -> dict[str, Any]:
         "extra": row.extra,
         "content_hash": row.content_hash,
         "state": ItemState.PENDING,
-        "import_id": import_id,
-        "import_line": row.line,
         "row_hash": row.row_hash or None,
         "updated_at": now,
     }

@@ -23,6 +23,7 @@ TABLES = (
     "leases",
     "site_states",
     "items",
+    "item_imports",
     "api_keys",
     "item_posts",
     "known_files",

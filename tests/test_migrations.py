@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
+import pytest
 from sqlalchemy import inspect, select
+
+from tests.conftest import _postgres_server_url
 
 
 def test_models_and_migrations_agree(ctx):
@@ -83,3 +88,83 @@ def test_the_queue_indexes_exist_as_designed(ctx):
     assert "'metadata'" in definitions["ix_tasks_queue_metadata"]
     assert "'leased'" in definitions["ix_tasks_lease"]
     assert "ix_tasks_counts" not in definitions
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request, tmp_path):
+    """A database with no tables at all, of each backend (PostgreSQL's dropped after the test)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.sqlite3'}"
+        return
+    from sqlalchemy import create_engine, make_url, text
+
+    request.getfixturevalue("postgres_url")  # skips, or fails under REQUIRE_POSTGRES, without a server
+    server = make_url(_postgres_server_url())
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    name = f"fetchfleet_upgrade_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_upgrade_moves_import_marks_beside_the_items(empty_database_url):
+    """Revision 0011 takes which import last read each item out of ``items``: a database of
+    the previous release keeps its items and their tasks, and its next import still tells a
+    repeated key from a changed row."""
+    import io
+
+    from flask_migrate import upgrade
+    from sqlalchemy import text
+
+    from server import MIGRATIONS_DIR, context, create_app
+    from server.extensions import db
+    from server.inventory import import_inventory
+    from tests.conftest import TEST_SITES
+
+    def run_import(content: str):
+        stream = io.StringIO(content, newline="")
+        return import_inventory(db.session, stream, sites=context.sites(), chunk_rows=2)
+
+    app = create_app({"DATABASE_URL": empty_database_url, "SITES": TEST_SITES})
+    with app.app_context():
+        upgrade(directory=MIGRATIONS_DIR, revision="0010")
+        with db.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO items (id, key, query, priority, extra, content_hash, state, import_id, "
+                    "import_line, created_at, updated_at) VALUES (7, 'query:cats', 'cats', 0, '{}', 'old', "
+                    "'pending', 'an-old-import', 2, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                )
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO tasks (kind, site, item_id, url, state, priority, attempts, available_at, "
+                    "created_at, updated_at) VALUES ('metadata', 'demo', 7, 'http://x.test/?q=cats', 'done', 0, "
+                    "1, '2026-01-01 00:00:00', '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                )
+            )
+        upgrade(directory=MIGRATIONS_DIR)
+        columns = {column["name"] for column in inspect(db.engine).get_columns("items")}
+        assert {"import_id", "import_line"}.isdisjoint(columns) and "row_hash" in columns
+        with db.engine.connect() as connection:
+            assert connection.execute(text("SELECT item_id FROM tasks")).scalar() == 7
+            assert connection.execute(text("SELECT count(*) FROM item_imports")).scalar() == 0
+            if connection.dialect.name == "postgresql":
+                options = connection.execute(
+                    text("SELECT reloptions FROM pg_class WHERE relname = 'item_imports'")
+                ).scalar()
+                assert options == ["fillfactor=50"]
+
+        report = run_import("query,title\ncats,\ndogs,\ncats,\ncats,Cats\n")
+        assert (report.updated, report.added, report.unchanged, report.rejected) == (1, 1, 1, 1)
+        assert [str(error) for error in report.errors] == [
+            "line 5: key 'query:cats' already used on line 2 with other values"
+        ]
+        with db.engine.connect() as connection:
+            marks = dict(connection.execute(text("SELECT item_id, import_line FROM item_imports")).all())
+        assert marks[7] == 2 and len(marks) == 2
+        db.session.remove()
+        db.engine.dispose()
