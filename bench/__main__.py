@@ -3,6 +3,8 @@
     python -m bench            # the full run (~20 min on 2 cores)
     python -m bench --smoke    # tiny sizes: checks that every figure is produced (CI)
     python -m bench --render   # rewrite latest.md and the README block from latest.json
+    python -m bench --only inventory --output /tmp/again
+    python -m bench --merge /tmp/again   # its sections replace the full run's, named as re-run
 
 Ratios are measured side by side in one run: the machines are noisy, absolute numbers
 from different runs do not compare.
@@ -132,16 +134,23 @@ README = REPO_ROOT / "README.md"
 )
 @click.option("--keep-workdir", is_flag=True, help="Keep databases and downloads for inspection.")
 @click.option("--render", is_flag=True, help="Run nothing: rewrite latest.md (and the README block) from latest.json.")
-def main(smoke: bool, only: tuple[str, ...], output: Path, keep_workdir: bool, render: bool) -> None:
+@click.option(
+    "--merge",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run nothing: the sections of DIRECTORY/latest.json (a run with --only) replace those of the "
+    "--output results, named in the table as re-run alone; then render.",
+)
+def main(
+    smoke: bool, only: tuple[str, ...], output: Path, keep_workdir: bool, render: bool, merge: Path | None
+) -> None:
     """Run the fetchfleet benchmarks and write results (JSON and a markdown table).
 
     A full run into the default folder also rewrites the README's benchmark block.
     """
-    if render:
-        source = output / "latest.json"
-        if not source.is_file():
-            raise click.ClickException(f"{source} does not exist: run the benchmarks first")
-        results = json.loads(source.read_text())
+    if render or merge:
+        results = _load(output / "latest.json")
+        if merge:
+            _merge(results, _load(merge / "latest.json"))
         results["targets"] = report.targets(results)
     else:
         results = _run(smoke, only, keep_workdir)
@@ -154,6 +163,30 @@ def main(smoke: bool, only: tuple[str, ...], output: Path, keep_workdir: bool, r
     if complete and output.resolve() == DEFAULT_OUTPUT.resolve() and report.update_readme(README, results):
         click.echo(f"benchmark block of {README} updated", err=True)
     sys.exit(0)
+
+
+def _load(source: Path) -> dict:
+    if not source.is_file():
+        raise click.ClickException(f"{source} does not exist: run the benchmarks first")
+    try:
+        return json.loads(source.read_text())
+    except ValueError as problem:
+        raise click.ClickException(f"{source} is not a benchmark result: {problem}") from None
+
+
+def _merge(results: dict, again: dict) -> None:
+    """The sections ``again`` ran replace those of ``results``; the table's date line names
+    each, with its commit and date (its figures are not from the full run's hour)."""
+    if again.get("smoke"):
+        raise click.ClickException("that is a --smoke run: its sizes are not comparable")
+    ran = again.get("environment", {}).get("section_seconds", {})
+    if not ran or any(name not in again for name in ran):
+        raise click.ClickException("that run holds no finished section to merge")
+    environment = again["environment"]
+    for name, seconds in ran.items():
+        results[name] = again[name]
+        run = {"commit": environment.get("commit"), "date": environment.get("date"), "seconds": seconds}
+        results["environment"].setdefault("reruns", {})[name] = run
 
 
 def _run(smoke: bool, only: tuple[str, ...], keep_workdir: bool) -> dict:

@@ -154,3 +154,42 @@ def test_readme_without_markers_is_left_alone(tmp_path):
     readme.write_text("# no benchmark block here\n")
     assert not report.update_readme(readme, {"environment": {}, "targets": []})
     assert readme.read_text() == "# no benchmark block here\n"
+
+
+def test_a_section_run_alone_merges_into_the_full_run_and_is_named(tmp_path):
+    """``--merge``: the sections of a run with ``--only`` replace the full run's, the table's
+    date line names them with their commit and date, and everything else stays."""
+    full, again = tmp_path / "full", tmp_path / "again"
+    full.mkdir()
+    again.mkdir()
+    shutil.copy(REPO_ROOT / "bench" / "results" / "latest.json", full / "latest.json")
+    before = json.loads((full / "latest.json").read_text())
+    inventory = json.loads(json.dumps(before["inventory"]))
+    inventory["sqlite"]["new"]["rows_per_second"] = 123_457
+    section = {
+        "smoke": False,
+        "environment": {
+            "commit": "abc1234",
+            "date": "2026-12-05T13:00:00+00:00",
+            "section_seconds": {"inventory": 300},
+        },
+        "inventory": inventory,
+    }
+    (again / "latest.json").write_text(json.dumps(section))
+
+    merged = _bench("--merge", str(again), "--output", str(full))
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    results = json.loads((full / "latest.json").read_text())
+    assert results["inventory"] == inventory and results["throughput"] == before["throughput"]
+    assert results["environment"]["reruns"] == {
+        "inventory": {"commit": "abc1234", "date": "2026-12-05T13:00:00+00:00", "seconds": 300}
+    }
+    table = (full / "latest.md").read_text()
+    assert "re-run alone since (their figures replace the full run's): inventory at abc1234 (2026-12-05" in table
+    assert "| sqlite: import-csv, new rows/s (1,000,000 rows) | 123,457 |" in table
+
+    section["smoke"] = True
+    (again / "latest.json").write_text(json.dumps(section))
+    refused = _bench("--merge", str(again), "--output", str(full))
+    assert refused.returncode != 0 and "--smoke run" in refused.stderr and "Traceback" not in refused.stderr
+    assert json.loads((full / "latest.json").read_text()) == results  # left as it was
