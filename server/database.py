@@ -296,6 +296,23 @@ def insert_rows(session: Session, rows: PreparedRows) -> int:
     )
 
 
+def update_rows(session: Session, rows: PreparedRows, by: str) -> None:
+    """Set each row's other columns on the table's row whose ``by`` column matches, as one
+    driver call: ``UPDATE ... FROM unnest(arrays)`` on PostgreSQL (an ``executemany`` is a
+    statement per row there, each planned), SQLite's own ``executemany``."""
+    if not rows.values:
+        return
+    if is_postgresql(session):
+        columns = zip(*rows.values, strict=True)
+        arrays = {f"a_{name}": list(column) for name, column in zip(rows.columns, columns, strict=True)}
+        session.connection().execute(_unnest_update(rows.table, rows.columns, by), arrays)
+        return
+    at = rows.columns.index(by)
+    setting = [name for name in rows.columns if name != by]
+    statement = f"UPDATE {rows.table.name} SET {', '.join(f'{name} = ?' for name in setting)} WHERE {by} = ?"
+    session.connection().exec_driver_sql(statement, [(*row[:at], *row[at + 1 :], row[at]) for row in rows.values])
+
+
 def copy_rows(session: Session, rows: PreparedRows) -> None:
     """Load a batch with PostgreSQL's ``COPY``, the fastest way in (bulk imports); unlike
     ``insert_rows`` a row that conflicts with a unique index fails the transaction."""
@@ -317,15 +334,9 @@ def _sqlite_processors(table: Table, columns: tuple[str, ...]) -> tuple:
 
 @functools.cache
 def _unnest_insert(table: Table, columns: tuple[str, ...]):
-    from sqlalchemy.dialects.postgresql import ARRAY
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-    json_columns = {columns[position] for position in _json_positions(table, columns)}
-    arrays = [
-        bindparam(f"a_{name}", type_=ARRAY(Text() if name in json_columns else table.c[name].type)) for name in columns
-    ]
-    unnested = func.unnest(*arrays).table_valued(*columns).render_derived()
-    picked = [cast(unnested.c[name], JSON) if name in json_columns else unnested.c[name] for name in columns]
+    _, picked = _unnested(table, columns)
     # SQLAlchemy keeps an INSERT's rowcount only when asked: without it every insert reads -1.
     return (
         pg_insert(table)
@@ -333,6 +344,29 @@ def _unnest_insert(table: Table, columns: tuple[str, ...]):
         .on_conflict_do_nothing()
         .execution_options(preserve_rowcount=True)
     )
+
+
+@functools.cache
+def _unnest_update(table: Table, columns: tuple[str, ...], by: str):
+    from sqlalchemy import update
+
+    unnested, picked = _unnested(table, columns)
+    values = {name: value for name, value in zip(columns, picked, strict=True) if name != by}
+    return update(table).where(table.c[by] == unnested.c[by]).values(values)
+
+
+def _unnested(table: Table, columns: tuple[str, ...]):
+    """``unnest`` of one array parameter per column (``a_<name>``), and its columns as the
+    table's types (JSON arrives as text)."""
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    json_columns = {columns[position] for position in _json_positions(table, columns)}
+    arrays = [
+        bindparam(f"a_{name}", type_=ARRAY(Text() if name in json_columns else table.c[name].type)) for name in columns
+    ]
+    unnested = func.unnest(*arrays).table_valued(*columns).render_derived()
+    picked = [cast(unnested.c[name], JSON) if name in json_columns else unnested.c[name] for name in columns]
+    return unnested, picked
 
 
 @functools.cache

@@ -33,7 +33,16 @@ from common.states import ItemState, TaskKind, TaskState
 from common.video import CHOICE_SETTINGS, BadChoice, VideoChoice
 
 from .counts import TaskChange, item_counter, shown, tally
-from .database import PreparedRows, copy_rows, insert_rows, is_postgresql, prepare_rows, sql_literal, utcnow
+from .database import (
+    PreparedRows,
+    copy_rows,
+    insert_rows,
+    is_postgresql,
+    prepare_rows,
+    sql_literal,
+    update_rows,
+    utcnow,
+)
 from .errors import InvalidInput
 from .item_state import refresh_item_states
 from .models import Item, ItemImport, Task
@@ -445,11 +454,13 @@ class _Stored(NamedTuple):
     import_line: int | None
     state: str
     row_hash: str | None
+    priority: int
 
 
 #: Read through the driver's own cursor: a plain tuple for each of a chunk's rows.
 EXISTING = (
-    "SELECT items.id, items.key, items.content_hash, seen.import_id, seen.import_line, items.state, items.row_hash "
+    "SELECT items.id, items.key, items.content_hash, seen.import_id, seen.import_line, items.state, items.row_hash, "
+    "items.priority "
     "FROM items LEFT JOIN item_imports AS seen ON seen.item_id = items.id WHERE items.key "
 )
 EXISTING_SQLITE = EXISTING + "IN ({})"
@@ -646,8 +657,8 @@ def _apply_changes(session: Session, changed: list[tuple[Any, _Row]], import_id:
     subscription's new interval applies from now; the new priority applies to what still
     waits. The items' metadata tasks are read once (locked) and written in batches."""
     count = tally(session)
-    values = [_item_values(row, now) | {"b_id": stored.id} for stored, row in changed]
-    session.execute(UPDATE_ITEM, values)
+    values = [_item_values(row, now) | {"id": stored.id} for stored, row in changed]
+    update_rows(session, prepare_rows(session, ITEMS, values), by="id")
     for stored, _ in changed:
         if stored.state != ItemState.PENDING:
             count.counters[item_counter(stored.state)] -= 1
@@ -664,6 +675,7 @@ def _apply_changes(session: Session, changed: list[tuple[Any, _Row]], import_id:
         TASKS.c.attempts,
         TASKS.c.done_by,
         TASKS.c.known_count,
+        TASKS.c.check_every,
     )
     for task in session.execute(select(*columns).where(metadata).order_by(TASKS.c.id).with_for_update()):
         current[task.item_id][task.site] = task
@@ -679,14 +691,17 @@ def _apply_changes(session: Session, changed: list[tuple[Any, _Row]], import_id:
                 restarted.append((task, url))
         kept = [task for site, task in tasks.items() if site in row.targets]
         restarted_ids = {task.id for task, _ in restarted}
-        interval += [{"b_id": task.id, "b_every": row.check_every} for task in kept]
+        interval += [
+            {"b_id": task.id, "b_every": row.check_every} for task in kept if task.check_every != row.check_every
+        ]
         after = [(task, TaskState.QUEUED if task.id in restarted_ids else task.state) for task in kept]
         # A finished check becomes a subscription due now; a waiting subscription that is no longer one is done.
         if row.check_every is not None:
             finished += [task for task, state in after if state in (TaskState.DONE, TaskState.NOT_FOUND)]
         else:
             waiting += [task for task, state in after if state == TaskState.SCHEDULED]
-        priorities.append({"b_item": stored.id, "b_priority": row.priority})
+        if stored.priority != row.priority:
+            priorities.append({"b_item": stored.id, "b_priority": row.priority})
     if dropped:
         # A lease still holding one of these gets a conflict for it when it reports.
         session.execute(delete(Task).where(Task.id.in_([task.id for task in dropped])))
@@ -717,33 +732,11 @@ def _apply_changes(session: Session, changed: list[tuple[Any, _Row]], import_id:
         moved = {"state": state, "updated_at": now} | ({"available_at": now} if state == TaskState.SCHEDULED else {})
         session.execute(update(Task).where(Task.id.in_([task.id for task in tasks])).values(moved))
         count.task_rows(TaskChange(TaskKind.METADATA, t.site, t.state, state, t.done_by, t.done_by) for t in tasks)
-    session.execute(SET_PRIORITY, [row | {"b_now": now} for row in priorities])
+    if priorities:
+        session.execute(SET_PRIORITY, [row | {"b_now": now} for row in priorities])
     refresh_item_states(session, item_ids)
 
 
-UPDATE_ITEM = (
-    update(ITEMS)
-    .where(ITEMS.c.id == bindparam("b_id"))
-    .values(
-        {
-            name: bindparam(name)
-            for name in (
-                "key",
-                "url",
-                "query",
-                "title",
-                "sites",
-                "priority",
-                "check_every",
-                "extra",
-                "content_hash",
-                "state",
-                "row_hash",
-                "updated_at",
-            )
-        }
-    )
-)
 RESTART_TASK = (
     update(TASKS)
     .where(TASKS.c.id == bindparam("b_id"))

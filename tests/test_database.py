@@ -149,3 +149,42 @@ def test_in_memory_databases_need_no_lock_file():
         assert not isinstance(connection.connection.driver_connection, WriterQueuedConnection)
         assert connection.execute(text("SELECT 1")).scalar() == 1
     engine.dispose()
+
+
+def test_update_rows_sets_every_column_of_the_matching_rows(session):
+    """``update_rows`` on both backends: JSON (lists, objects, none), timestamps and text
+    land on the rows named by id, in one call; other rows are left alone."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select
+
+    from server import counts
+    from server.database import insert_rows, prepare_rows, update_rows
+    from server.models import Item
+
+    items = Item.__table__
+    then, now = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 12, 5, 13, 0, 0, 123456, tzinfo=UTC)
+
+    def item(n: int, **values) -> dict:
+        row = {"id": n, "key": f"k{n}", "title": f"t{n}", "sites": ["a"], "priority": 0, "extra": {"x": "1"}}
+        return row | {"content_hash": "h", "state": "pending", "created_at": then, "updated_at": then} | values
+
+    insert_rows(session, prepare_rows(session, items, [item(1), item(2), item(3)]))
+    changes = [
+        {"id": 1, "title": "one", "sites": None, "extra": {}, "priority": 5, "updated_at": now},
+        {"id": 3, "title": "three", "sites": ["b", "c"], "extra": {"y": "2"}, "priority": -1, "updated_at": now},
+    ]
+    update_rows(session, prepare_rows(session, items, changes), by="id")
+    session.commit()
+    stored = {row.id: row for row in session.execute(select(items).order_by(items.c.id))}
+    assert (stored[1].title, stored[1].sites, stored[1].extra, stored[1].priority) == ("one", None, {}, 5)
+    assert (stored[3].title, stored[3].sites, stored[3].extra, stored[3].priority) == (
+        "three",
+        ["b", "c"],
+        {"y": "2"},
+        -1,
+    )
+    assert stored[1].updated_at == stored[3].updated_at == now
+    assert (stored[2].title, stored[2].sites, stored[2].updated_at) == ("t2", ["a"], then)  # not named: unchanged
+    assert stored[1].key == "k1" and stored[1].created_at == then  # columns not given: unchanged
+    counts.rebuild(session, now)  # rows written straight into the table
