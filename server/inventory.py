@@ -526,10 +526,10 @@ def _write_chunk(
     #: key -> (line, content hash) of the rows of this chunk so far
     seen_here: dict[str, tuple[int, str]] = {}
     new_rows: list[_Row] = []
-    #: (item id, line) of the rows this import read and found unchanged
+    #: (item id, line) of the rows this import read for items it did not add
     touched: list[tuple[int, int]] = []
     #: (item id, row hash) of the unchanged ones read in other words than stored
-    reworded: list[tuple[int, str]] = []
+    reworded: list[tuple[int, str | None]] = []
     changed: list[tuple[Any, _Row]] = []
     for waiting in pending:
         if waiting.error is not None:
@@ -579,13 +579,13 @@ def _write_chunk(
     if new_rows:
         outcome.added = _insert_new(session, new_rows, import_id, now)
     if changed:
-        _apply_changes(session, changed, import_id, now)
+        _apply_changes(session, changed, now)
         outcome.updated = len(changed)
         touched += [(stored.id, row.line) for stored, row in changed]
     if touched:
         _mark_seen(session, touched, import_id)
-    if reworded:
-        session.connection().execute(SET_ROW_HASH, [{"b_id": item_id, "b_hash": h} for item_id, h in reworded])
+    if reworded:  # every row once after the rules of reading change: one statement
+        update_rows(session, PreparedRows(ITEMS, ("id", "row_hash"), reworded), by="id")
     session.commit()
     return outcome
 
@@ -629,9 +629,8 @@ def _new_item_ids(session: Session, n: int) -> list[int]:
 
 
 def _mark_seen(session: Session, touched: list[tuple[int, int]], import_id: str) -> None:
-    """The rows this import read for items it did not add: it saw them, on these lines (a
-    later row of the file with the same key and other values is then refused, naming
-    the line)."""
+    """This import read these items' rows, on these lines: a later row of the file with
+    the same key and other values is then refused, naming the line."""
     if is_postgresql(session):
         ids, lines = zip(*touched, strict=True)
         session.execute(MARK_SEEN_POSTGRESQL, {"import_id": import_id, "ids": list(ids), "lines": list(lines)})
@@ -649,10 +648,9 @@ MARK_SEEN_POSTGRESQL = text(
     "AS seen(id, line) "
     "ON CONFLICT (item_id) DO UPDATE SET import_id = excluded.import_id, import_line = excluded.import_line"
 )
-SET_ROW_HASH = update(ITEMS).where(ITEMS.c.id == bindparam("b_id")).values(row_hash=bindparam("b_hash"))
 
 
-def _apply_changes(session: Session, changed: list[tuple[Any, _Row]], import_id: str, now: datetime) -> None:
+def _apply_changes(session: Session, changed: list[tuple[Any, _Row]], now: datetime) -> None:
     """Changed rows: new values, and a fresh start for sites whose target URL changed; a
     subscription's new interval applies from now; the new priority applies to what still
     waits. The items' metadata tasks are read once (locked) and written in batches."""
