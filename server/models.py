@@ -89,7 +89,7 @@ class ItemImport(db.Model):
 
     __tablename__ = "item_imports"
 
-    item_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    item_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     import_id: Mapped[str] = mapped_column(String(36))
     import_line: Mapped[int | None] = mapped_column(BigInteger)
 
@@ -251,7 +251,7 @@ class ItemPost(db.Model):
 
     __tablename__ = "item_posts"
 
-    item_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    item_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     task_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     found_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -157,6 +157,13 @@ def test_upgrade_moves_import_marks_beside_the_items(empty_database_url):
                     text("SELECT reloptions FROM pg_class WHERE relname = 'item_imports'")
                 ).scalar()
                 assert options == ["fillfactor=50"]
+                default = connection.execute(
+                    text(
+                        "SELECT column_default FROM information_schema.columns "
+                        "WHERE table_name = 'item_imports' AND column_name = 'item_id'"
+                    )
+                ).first()
+                assert default == (None,)  # an item's id, never one of its own
 
         report = run_import("query,title\ncats,\ndogs,\ncats,\ncats,Cats\n")
         assert (report.updated, report.added, report.unchanged, report.rejected) == (1, 1, 1, 1)

@@ -25,7 +25,7 @@ BigId = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 def upgrade():
     op.create_table(
         "item_imports",
-        sa.Column("item_id", BigId, primary_key=True),
+        sa.Column("item_id", BigId, primary_key=True, autoincrement=False),
         sa.Column("import_id", sa.String(36), nullable=False),
         sa.Column("import_line", sa.BigInteger()),
         postgresql_with={"fillfactor": 50},
