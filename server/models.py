@@ -251,7 +251,7 @@ class ItemPost(db.Model):
 
     __tablename__ = "item_posts"
 
-    item_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    item_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     task_id: Mapped[int] = mapped_column(BigId, primary_key=True)
     found_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
