@@ -104,6 +104,22 @@ def database_url(request, tmp_path_factory) -> str:
     return url
 
 
+@pytest.fixture
+def empty_postgres_url(postgres_url) -> Iterator[str]:
+    """Another PostgreSQL database of the test's own, with no tables (dropped after it)."""
+    server = make_url(_postgres_server_url())
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    name = f"fetchfleet_empty_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 def make_config(database_url: str, **overrides) -> dict:
     config = {"DATABASE_URL": database_url, "SITES": TEST_SITES}
     config.update(overrides)

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from sqlalchemy import inspect, select
-
-from tests.conftest import _postgres_server_url
 
 
 def test_models_and_migrations_agree(ctx):
@@ -92,22 +88,10 @@ def test_the_queue_indexes_exist_as_designed(ctx):
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_database_url(request, tmp_path):
-    """A database with no tables at all, of each backend (PostgreSQL's dropped after the test)."""
+    """A database with no tables at all, of each backend."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'old.sqlite3'}"
-        return
-    from sqlalchemy import create_engine, make_url, text
-
-    request.getfixturevalue("postgres_url")  # skips, or fails under REQUIRE_POSTGRES, without a server
-    server = make_url(_postgres_server_url())
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    name = f"fetchfleet_upgrade_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield server.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+        return f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    return request.getfixturevalue("empty_postgres_url")
 
 
 def test_upgrade_moves_import_marks_beside_the_items(empty_database_url):

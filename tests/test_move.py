@@ -4,29 +4,18 @@ target holding other data is refused unless told."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
-from sqlalchemy import create_engine, func, make_url, select, text
+from sqlalchemy import create_engine, func, select, text
 
-from tests.conftest import _postgres_server_url
 from tests.helpers import Actions, file_record
 
 HOOK = [{"url": "http://127.0.0.1:9/hook", "secret": "s" * 32}]
 
 
 @pytest.fixture
-def target_url(postgres_url):
+def target_url(empty_postgres_url):
     """A new, empty PostgreSQL database (dropped after the test)."""
-    server = make_url(_postgres_server_url())
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    name = f"fetchfleet_move_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    yield server.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    return empty_postgres_url
 
 
 @pytest.fixture
