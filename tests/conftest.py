@@ -7,12 +7,14 @@ reached the PostgreSQL half is skipped with the reason, unless REQUIRE_POSTGRES=
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
+from sqlalchemy.engine import Engine
 
 from tests.helpers import TEST_SITES, Actions
 
@@ -74,15 +76,24 @@ def postgres_url() -> Iterator[str]:
         if os.environ.get("REQUIRE_POSTGRES") == "1":
             pytest.fail(f"REQUIRE_POSTGRES=1 but {reason}")
         pytest.skip(reason)
-    name = f"fetchfleet_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with _new_database(admin, "fetchfleet_test") as url:
+            yield url
+    finally:
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def _new_database(admin: Engine, prefix: str) -> Iterator[str]:
+    """A database made on ``admin``'s server for the ``with`` block, dropped after it."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        yield server_url.set(database=name).render_as_string(hide_password=False)
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -107,16 +118,11 @@ def database_url(request, tmp_path_factory) -> str:
 @pytest.fixture
 def empty_postgres_url(postgres_url) -> Iterator[str]:
     """Another PostgreSQL database of the test's own, with no tables (dropped after it)."""
-    server = make_url(_postgres_server_url())
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    name = f"fetchfleet_empty_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin = create_engine(make_url(_postgres_server_url()), isolation_level="AUTOCOMMIT")
     try:
-        yield server.set(database=name).render_as_string(hide_password=False)
+        with _new_database(admin, "fetchfleet_empty") as url:
+            yield url
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
 
 
