@@ -235,7 +235,7 @@ def _refresh_statistics(session: Session) -> None:
     right after a big import it still takes the tables for small ones, scanning every
     metadata task where an index would find a few (a re-import of a changed file ran 25
     times slower), and the lease queries plan on the same figures."""
-    session.execute(text("ANALYZE items, tasks"))
+    session.execute(text("ANALYZE items, tasks, item_imports"))
     session.commit()
 
 
