@@ -1,6 +1,6 @@
 """Run every benchmark and write ``bench/results/latest.json`` and ``latest.md``.
 
-    python -m bench            # the full run (~20 min on 2 cores)
+    python -m bench            # the full run (`make bench`; the README says how long it takes)
     python -m bench --smoke    # tiny sizes: checks that every figure is produced (CI)
     python -m bench --render   # rewrite latest.md and the README block from latest.json
     python -m bench --only inventory --output /tmp/again
