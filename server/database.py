@@ -229,15 +229,15 @@ class PreparedRows:
 
 
 def prepare_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> PreparedRows:
-    """Rows of one shape (the keys of the first) for ``insert_rows``; call it before the
-    write transaction begins."""
+    """Rows of one shape (the keys of the first) for ``insert_rows`` or ``update_rows``;
+    call it before the write transaction begins."""
     columns = tuple(rows[0]) if rows else ()
     if not rows:
         return PreparedRows(table, columns, [])
+    json_at = _json_positions(table, columns)
     if is_postgresql(session):
-        # JSON values go to PostgreSQL as text (cast back in ``_unnest_insert``): a list
+        # JSON values go to PostgreSQL as text (cast back in ``_unnested``): a list
         # inside an array parameter would be read as another dimension.
-        json_at = _json_positions(table, columns)
         processors = tuple(json.dumps if position in json_at else None for position in range(len(columns)))
     else:
         processors = _sqlite_processors(table, columns)
@@ -248,7 +248,6 @@ def prepare_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> 
     # Column by column: a batch repeats its timestamps and empty JSON values, each
     # converted once, and every row is built once.
     by_column = [[row[name] for row in rows] for name in columns]
-    json_at = _json_positions(table, columns)
     for position, process in enumerate(processors):
         if process is not None:
             by_column[position] = _converted(by_column[position], process, plain=position not in json_at)
@@ -282,9 +281,7 @@ def insert_rows(session: Session, rows: PreparedRows) -> int:
     if not rows.values:
         return 0
     if is_postgresql(session):
-        columns = zip(*rows.values, strict=True)
-        arrays = {f"a_{name}": list(column) for name, column in zip(rows.columns, columns, strict=True)}
-        return session.connection().execute(_unnest_insert(rows.table, rows.columns), arrays).rowcount
+        return session.connection().execute(_unnest_insert(rows.table, rows.columns), _arrays(rows)).rowcount
     placeholders = ", ".join("?" * len(rows.columns))
     return (
         session.connection()
@@ -303,14 +300,18 @@ def update_rows(session: Session, rows: PreparedRows, by: str) -> None:
     if not rows.values:
         return
     if is_postgresql(session):
-        columns = zip(*rows.values, strict=True)
-        arrays = {f"a_{name}": list(column) for name, column in zip(rows.columns, columns, strict=True)}
-        session.connection().execute(_unnest_update(rows.table, rows.columns, by), arrays)
+        session.connection().execute(_unnest_update(rows.table, rows.columns, by), _arrays(rows))
         return
     at = rows.columns.index(by)
     setting = [name for name in rows.columns if name != by]
     statement = f"UPDATE {rows.table.name} SET {', '.join(f'{name} = ?' for name in setting)} WHERE {by} = ?"
     session.connection().exec_driver_sql(statement, [(*row[:at], *row[at + 1 :], row[at]) for row in rows.values])
+
+
+def _arrays(rows: PreparedRows) -> dict[str, list[Any]]:
+    """The rows as one array parameter per column (``a_<name>``), for ``_unnested``."""
+    columns = zip(*rows.values, strict=True)
+    return {f"a_{name}": list(column) for name, column in zip(rows.columns, columns, strict=True)}
 
 
 def copy_rows(session: Session, rows: PreparedRows) -> None:
