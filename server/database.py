@@ -103,13 +103,23 @@ def install_postgresql_behaviour(engine: Engine) -> None:
     ``files`` was empty went on scanning the whole table long after it had grown, until
     an ``ANALYZE`` (which a server without autovacuum never runs). A custom plan sees
     each table's current size, at the cost of planning each statement again.
+
+    And lists (the array parameters of ``unnest`` and ``= ANY``) go in PostgreSQL's
+    binary format: psycopg writes the text format element by element in Python, quoting
+    each one, at several times the cost (the file records of every submit, the keys of
+    every import chunk).
     """
     if engine.dialect.name != "postgresql":
         return
+    from psycopg.types.array import ListBinaryDumper
 
     @event.listens_for(engine, "do_connect")
     def _custom_plans(_dialect, _record, _cargs, cparams):
         cparams["options"] = f"{cparams.get('options', '')} {CUSTOM_PLANS}".strip()
+
+    @event.listens_for(engine, "connect")
+    def _binary_arrays(dbapi_connection, _record):
+        dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 
 class WriterQueuedConnection(sqlite3.Connection):
