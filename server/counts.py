@@ -4,7 +4,8 @@ read a few small tables instead of counting tasks, items and files at every look
 Every write that moves a task or an item to another state, or records files, tells the
 session's ``Tally`` what it changed (it knows: the statement's ``RETURNING`` rows, or the
 rows it read under lock). Just before the transaction commits, the tally is written as
-one upsert per table for the whole batch, last in the transaction and in key order: a
+one upsert per table for the whole batch (on PostgreSQL, one statement for all of them),
+last in the transaction and in key order: a
 transaction holding a count row then only waits for other count rows, never in a cycle.
 A rollback forgets it. On PostgreSQL each count is split into ``SHARDS`` rows by the
 connection's backend pid, so concurrent transactions seldom wait for the same row;
@@ -182,40 +183,43 @@ def write(connection: Connection, pending: Tally) -> None:
 
 
 def _write(connection: Connection, pending: Tally) -> None:
-    rows = [
-        {"kind": kind, "site": site, "state": state, "n": n}
-        for (kind, site, state), n in sorted(pending.tasks.items())
-        if n
-    ]
-    _add(connection, TASK_COUNTS, rows)
-    nodes = [
-        {"client_id": client, "tasks_done": done, "files": files, "bytes": size}
-        for client, (done, files, size) in sorted(pending.nodes.items())
-    ]
-    _add(connection, NODE_COUNTS, nodes)
-    minutes = [
-        {"minute": minute, "kind": kind, "client_id": client, "done": done, "bytes": size}
-        for (minute, kind, client), (done, size) in sorted(pending.minutes.items())
-    ]
-    _add(connection, MINUTE_COUNTS, minutes)
-    _add(connection, COUNTERS, [{"name": name, "n": n} for name, n in sorted(pending.counters.items()) if n])
+    rows = {
+        TASK_COUNTS: [(*key, n) for key, n in sorted(pending.tasks.items()) if n],
+        NODE_COUNTS: [(client, *amounts) for client, amounts in sorted(pending.nodes.items())],
+        MINUTE_COUNTS: [(*key, *amounts) for key, amounts in sorted(pending.minutes.items())],
+        COUNTERS: [(name, n) for name, n in sorted(pending.counters.items()) if n],
+    }
+    if connection.dialect.name == "postgresql":
+        # One statement for the tables that changed: a commit waits for one round trip,
+        # and the rows go as one JSON text each (psycopg dumps arrays element by element).
+        changed = tuple(table for table in KEPT_TABLES if rows[table])
+        if changed:
+            connection.exec_driver_sql(_upsert_json(changed), tuple(_json(table, rows[table]) for table in changed))
+    else:
+        for table in KEPT_TABLES:
+            _add(connection, table, rows[table])
     if pending.minutes:
         _prune_minutes(connection, max(minute for minute, _, _ in pending.minutes))
 
 
-def _add(connection: Connection, table: Table, rows: list[dict[str, Any]], *, recount: bool = False) -> None:
-    """Add each row's amounts to its count (created at the first change); ``recount``:
-    into shard 0. Sent as the driver's own executemany: this runs at nearly every commit,
-    and SQLAlchemy's statement handling cost more than the upsert itself."""
+def _json(table: Table, rows: list[tuple]) -> str:
+    """A table's rows as the JSON ``_upsert_json`` reads (timestamps in ISO 8601)."""
+    names = _columns(table)
+    return json.dumps([dict(zip(names, row, strict=True)) for row in rows], default=datetime.isoformat)
+
+
+def _add(connection: Connection, table: Table, rows: list[tuple], *, recount: bool = False) -> None:
+    """Add each row's amounts (key columns, then amounts, as ``_columns`` names them)
+    to its count (created at the first change); ``recount``: into shard 0. Sent as the
+    driver's own executemany: this runs at nearly every commit on SQLite, and
+    SQLAlchemy's statement handling cost more than the upsert itself."""
     if not rows:
         return
     postgresql = connection.dialect.name == "postgresql"
-    sql, columns = _upsert(postgresql, table, recount)
-    if postgresql:
-        values = [tuple(row[name] for name in columns) for row in rows]
-    else:  # the text UTCDateTime stores on SQLite
-        values = [tuple(_sqlite_value(row[name]) for name in columns) for row in rows]
-    connection.exec_driver_sql(sql, values)
+    sql = _upsert(postgresql, table, recount)
+    if not postgresql:  # the text UTCDateTime stores on SQLite
+        rows = [tuple(_sqlite_value(value) for value in row) for row in rows]
+    connection.exec_driver_sql(sql, rows)
 
 
 def _sqlite_value(value: Any) -> Any:
@@ -228,21 +232,58 @@ def _sqlite_value(value: Any) -> Any:
 AMOUNTS = {"task_counts": ("n",), "node_counts": ("tasks_done", "files", "bytes"), "minute_counts": ("done", "bytes")}
 
 
-@functools.cache
-def _upsert(postgresql: bool, table: Table, recount: bool) -> tuple[str, tuple[str, ...]]:
-    """The upsert of one kept table (built once) and the columns its rows give, in order."""
-    key = [column.name for column in table.primary_key.columns if column.name != "shard"]
-    amounts = AMOUNTS.get(table.name, ("n",))
-    columns = (*key, *amounts)
-    placeholder = "%s" if postgresql else "?"
-    shard = f"pg_backend_pid() %% {SHARDS}" if postgresql and not recount else "0"  # %%: a literal % to psycopg
+def _key(table: Table) -> tuple[str, ...]:
+    """A kept table's key, without the shard."""
+    return tuple(column.name for column in table.primary_key.columns if column.name != "shard")
+
+
+def _columns(table: Table) -> tuple[str, ...]:
+    """The columns a kept table's rows give, in order: its key, then the amounts it adds."""
+    return (*_key(table), *AMOUNTS.get(table.name, ("n",)))
+
+
+def _shard(postgresql: bool, recount: bool) -> str:
+    return f"pg_backend_pid() %% {SHARDS}" if postgresql and not recount else "0"  # %%: a literal % to psycopg
+
+
+def _on_conflict(table: Table) -> str:
+    key, amounts = _key(table), AMOUNTS.get(table.name, ("n",))
     updates = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in amounts)
-    sql = (
+    return f"ON CONFLICT ({', '.join(key)}, shard) DO UPDATE SET {updates}"
+
+
+@functools.cache
+def _upsert(postgresql: bool, table: Table, recount: bool) -> str:
+    """The upsert of one kept table's rows (``_columns``), built once."""
+    columns = _columns(table)
+    placeholders = ", ".join(["%s" if postgresql else "?"] * len(columns))
+    return (
         f"INSERT INTO {table.name} ({', '.join(columns)}, shard) "
-        f"VALUES ({', '.join([placeholder] * len(columns))}, {shard}) "
-        f"ON CONFLICT ({', '.join(key)}, shard) DO UPDATE SET {updates}"
+        f"VALUES ({placeholders}, {_shard(postgresql, recount)}) {_on_conflict(table)}"
     )
-    return sql, columns
+
+
+@functools.cache
+def _upsert_json(tables: tuple[Table, ...]) -> str:
+    """On PostgreSQL, the upserts of these kept tables as one statement, each table's rows
+    given as one JSON parameter. Every commit writes the tables in the same order, each
+    one's rows in key order, as separate upserts would."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    parts = []
+    for table in tables:
+        names = _columns(table)
+        columns = ", ".join(f"{name} {table.c[name].type.compile(dialect=dialect)}" for name in names)
+        parts.append(
+            f"INSERT INTO {table.name} ({', '.join(names)}, shard) "
+            f"SELECT {', '.join(names)}, {_shard(True, False)} FROM json_to_recordset(%s) AS added({columns}) "
+            f"{_on_conflict(table)}"
+        )
+    *first, last = parts
+    if not first:
+        return last
+    return f"WITH {', '.join(f'added_{n} AS ({part})' for n, part in enumerate(first))} {last}"
 
 
 _pruned_before: dict[int, datetime] = {}
@@ -327,16 +368,18 @@ def new_content(session: Session, hashes: Iterable[str]) -> set[str]:
 
     On PostgreSQL each of them is then locked (an advisory lock, in hash order, held to
     commit) and looked up again: of two submits of the same new content, the second
-    waits for the first and sees its file, so the content is counted once."""
+    waits for the first and sees its file, so the content is counted once. Content
+    already held takes no lock: many submits of it go on side by side."""
     hashes = sorted(set(hashes))
     if not hashes or WITHOUT_COUNTS:
         return set()
+    connection = session.connection()  # Core, not the ORM session: this runs at every submit
     postgresql = is_postgresql(session)
     lookup, listed = (HELD_POSTGRESQL, list) if postgresql else (HELD_SQLITE, json.dumps)
-    new = sorted(set(hashes) - set(session.scalars(lookup, {"hashes": listed(hashes)})))
+    new = sorted(set(hashes).difference(connection.execute(lookup, {"hashes": listed(hashes)}).scalars()))
     if new and postgresql:
-        session.execute(LOCK_CONTENT, {"hashes": new})
-        new = sorted(set(new) - set(session.scalars(lookup, {"hashes": listed(new)})))
+        connection.execute(LOCK_CONTENT, {"hashes": new})
+        new = sorted(set(new).difference(connection.execute(lookup, {"hashes": listed(new)}).scalars()))
     return set(new)
 
 
@@ -454,7 +497,9 @@ def recount_into(connection: Connection, now: datetime | None = None, *, videos:
     now = now or datetime.now(UTC)
     recount = recounted(connection, now, videos=videos)
     for table in KEPT_TABLES:
-        _add(connection, table, recount[PART_OF[table.name]], recount=True)
+        columns = _columns(table)
+        rows = [tuple(row[name] for name in columns) for row in recount[PART_OF[table.name]]]
+        _add(connection, table, rows, recount=True)
 
 
 def recounted(connection: Connection, now: datetime, *, videos: bool = True) -> dict[str, list[dict[str, Any]]]:
