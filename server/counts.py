@@ -211,15 +211,18 @@ def _json(table: Table, rows: list[tuple]) -> str:
 def _add(connection: Connection, table: Table, rows: list[tuple], *, recount: bool = False) -> None:
     """Add each row's amounts (key columns, then amounts, as ``_columns`` names them)
     to its count (created at the first change); ``recount``: into shard 0. Sent as the
-    driver's own executemany: this runs at nearly every commit on SQLite, and
-    SQLAlchemy's statement handling cost more than the upsert itself."""
+    driver's own executemany: this runs at nearly every commit on SQLite."""
     if not rows:
         return
     postgresql = connection.dialect.name == "postgresql"
     sql = _upsert(postgresql, table, recount)
-    if not postgresql:  # the text UTCDateTime stores on SQLite
-        rows = [tuple(_sqlite_value(value) for value in row) for row in rows]
-    connection.exec_driver_sql(sql, rows)
+    if postgresql:
+        connection.exec_driver_sql(sql, rows)
+        return
+    # the text UTCDateTime stores; straight to sqlite3: SQLAlchemy's handling of even a
+    # driver-level statement cost more than the upsert, inside the one writer's lock
+    rows = [tuple(_sqlite_value(value) for value in row) for row in rows]
+    connection.connection.driver_connection.executemany(sql, rows)
 
 
 def _sqlite_value(value: Any) -> Any:
@@ -374,12 +377,13 @@ def new_content(session: Session, hashes: Iterable[str]) -> set[str]:
     if not hashes or WITHOUT_COUNTS:
         return set()
     connection = session.connection()  # Core, not the ORM session: this runs at every submit
-    postgresql = is_postgresql(session)
-    lookup, listed = (HELD_POSTGRESQL, list) if postgresql else (HELD_SQLITE, json.dumps)
-    new = sorted(set(hashes).difference(connection.execute(lookup, {"hashes": listed(hashes)}).scalars()))
-    if new and postgresql:
+    if not is_postgresql(session):  # one writer at a time: nothing can come in between
+        held = connection.connection.driver_connection.execute(HELD_SQLITE, (json.dumps(hashes),))
+        return set(hashes).difference(value for (value,) in held)
+    new = sorted(set(hashes).difference(connection.execute(HELD_POSTGRESQL, {"hashes": hashes}).scalars()))
+    if new:
         connection.execute(LOCK_CONTENT, {"hashes": new})
-        new = sorted(set(new).difference(connection.execute(lookup, {"hashes": listed(new)}).scalars()))
+        new = sorted(set(new).difference(connection.execute(HELD_POSTGRESQL, {"hashes": new}).scalars()))
     return set(new)
 
 
@@ -388,9 +392,7 @@ def new_content(session: Session, hashes: Iterable[str]) -> set[str]:
 HELD_POSTGRESQL = text(
     "SELECT h FROM unnest(CAST(:hashes AS text[])) AS h WHERE EXISTS (SELECT 1 FROM files WHERE files.sha256 = h)"
 )
-HELD_SQLITE = text(
-    "SELECT value FROM json_each(:hashes) WHERE EXISTS (SELECT 1 FROM files WHERE files.sha256 = json_each.value)"
-)
+HELD_SQLITE = "SELECT value FROM json_each(?) WHERE EXISTS (SELECT 1 FROM files WHERE files.sha256 = json_each.value)"
 
 
 def files_recorded(
