@@ -5,8 +5,8 @@ Every write that moves a task or an item to another state, or records files, tel
 session's ``Tally`` what it changed (it knows: the statement's ``RETURNING`` rows, or the
 rows it read under lock). Just before the transaction commits, the tally is written as
 one upsert per table for the whole batch (on PostgreSQL, one statement for all of them),
-last in the transaction and in key order: a
-transaction holding a count row then only waits for other count rows, never in a cycle.
+last in the transaction and in key order: a transaction holding a count row then only
+waits for other count rows, never in a cycle.
 A rollback forgets it. On PostgreSQL each count is split into ``SHARDS`` rows by the
 connection's backend pid, so concurrent transactions seldom wait for the same row;
 readers add the shards up.
@@ -190,8 +190,8 @@ def _write(connection: Connection, pending: Tally) -> None:
         COUNTERS: [(name, n) for name, n in sorted(pending.counters.items()) if n],
     }
     if connection.dialect.name == "postgresql":
-        # One statement for the tables that changed: a commit waits for one round trip,
-        # and the rows go as one JSON text each (psycopg dumps arrays element by element).
+        # One statement for the tables that changed, each one's rows as one JSON text:
+        # a commit waits for one round trip, not one per table.
         changed = tuple(table for table in KEPT_TABLES if rows[table])
         if changed:
             connection.exec_driver_sql(_upsert_json(changed), tuple(_json(table, rows[table]) for table in changed))
@@ -240,9 +240,13 @@ def _key(table: Table) -> tuple[str, ...]:
     return tuple(column.name for column in table.primary_key.columns if column.name != "shard")
 
 
+def _amounts(table: Table) -> tuple[str, ...]:
+    return AMOUNTS.get(table.name, ("n",))
+
+
 def _columns(table: Table) -> tuple[str, ...]:
     """The columns a kept table's rows give, in order: its key, then the amounts it adds."""
-    return (*_key(table), *AMOUNTS.get(table.name, ("n",)))
+    return (*_key(table), *_amounts(table))
 
 
 def _shard(postgresql: bool, recount: bool) -> str:
@@ -250,9 +254,8 @@ def _shard(postgresql: bool, recount: bool) -> str:
 
 
 def _on_conflict(table: Table) -> str:
-    key, amounts = _key(table), AMOUNTS.get(table.name, ("n",))
-    updates = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in amounts)
-    return f"ON CONFLICT ({', '.join(key)}, shard) DO UPDATE SET {updates}"
+    updates = ", ".join(f"{name} = {table.name}.{name} + excluded.{name}" for name in _amounts(table))
+    return f"ON CONFLICT ({', '.join(_key(table))}, shard) DO UPDATE SET {updates}"
 
 
 @functools.cache

@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select, text
 
 from server import context
 from server.auth import Role, create_key
-from server.counts import differences, kept, rebuild, recounted
+from server.counts import differences, kept, minute_of, rebuild, recounted, tally
 from server.errors import Conflict, NotFound
 from server.inventory import import_inventory
 from server.leasing import extend_lease, lease_tasks, release_lease, submit_results
@@ -252,3 +252,24 @@ def test_an_upgrade_fills_the_counts_of_a_database_of_the_previous_release(tmp_p
         assert db.session.scalar(select(func.count()).select_from(Item)) == 5
         db.session.commit()
         db.engine.dispose()
+
+
+def test_a_commit_writes_its_tally_into_every_kept_table(session):
+    """At commit the tally goes to the four kept tables (on PostgreSQL in one statement,
+    each table's rows as JSON): every table gets its rows, a later commit adds to them,
+    and a timestamp lands on its minute."""
+    at = T0 + timedelta(seconds=42)
+    for _ in range(2):
+        count = tally(session)
+        count.task_moved("download", "booru", "queued", "leased", 3)
+        count.node(7, done=2, files=3, size=4000)
+        count.completed(at, "download", 7, done=2, size=4000)
+        count.counters["unique_files"] += 5
+        session.commit()
+    have = kept(session)
+    assert {"kind": "download", "site": "booru", "state": "leased", "n": 6} in have["tasks"]
+    assert {"kind": "download", "site": "booru", "state": "queued", "n": -6} in have["tasks"]
+    assert {"client_id": 7, "tasks_done": 4, "files": 6, "bytes": 8000} in have["nodes"]
+    assert have["minutes"] == [{"minute": minute_of(at), "kind": "download", "client_id": 7, "done": 4, "bytes": 8000}]
+    assert {"name": "unique_files", "n": 10} in have["counters"]
+    rebuild(session, T0)  # the suite's own check after the test compares with a recount
