@@ -219,16 +219,15 @@ def _add(connection: Connection, table: Table, rows: list[tuple], *, recount: bo
     if postgresql:
         connection.exec_driver_sql(sql, rows)
         return
-    # the text UTCDateTime stores; straight to sqlite3: SQLAlchemy's handling of even a
-    # driver-level statement cost more than the upsert, inside the one writer's lock
-    rows = [tuple(_sqlite_value(value) for value in row) for row in rows]
+    if table is MINUTE_COUNTS:  # its minute (first) as the text UTCDateTime stores on SQLite
+        rows = [(_sqlite_time(row[0]), *row[1:]) for row in rows]
+    # Straight to sqlite3: SQLAlchemy's handling of even a driver-level statement cost
+    # more than the upsert, inside the one writer's lock.
     connection.connection.driver_connection.executemany(sql, rows)
 
 
-def _sqlite_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
-    return value
+def _sqlite_time(value: datetime) -> str:
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", timespec="microseconds")
 
 
 #: The columns each kept table adds up.
