@@ -43,6 +43,9 @@ class Plan:
     connections: tuple[int, ...] = (1, 4, 16)
     batches: tuple[int, ...] = (1, 10, 100)
     repeats: int = 3  # of the target configuration (16 connections, batch 100): median
+    #: runs of each side of the kept counts' cost, alternating: a few points between
+    #: them is the figure, and three runs of a side spread by up to 20% here
+    counts_repeats: int = 5
     max_rate: int = 30_000  # tasks/s to keep queued for, per second of run
     rq_jobs: int = 20_000
     database_cycles: int = 1000  # of 100 tasks, for the database-only figure
@@ -72,6 +75,7 @@ class Plan:
 SMOKE = Plan(
     seconds=1,
     repeats=1,
+    counts_repeats=1,
     max_rate=3000,
     rq_jobs=200,
     database_cycles=100,

@@ -172,7 +172,7 @@ def kept_counts(backend: str, workdir: Path, plan, progress) -> dict:
         servers[variant] = _start("real", backend, urls[variant], workdir, f"counts-{variant}", **switch)
     rates: dict[str, list[float]] = {"with": [], "without": []}
     try:
-        for turn in range(plan.repeats):
+        for turn in range(plan.counts_repeats):
             for variant in ("with", "without") if turn % 2 == 0 else ("without", "with"):
                 needed = int(plan.max_rate * plan.seconds * 1.5) + 1000
                 if fill.queued(urls[variant]) < needed:
