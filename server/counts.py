@@ -271,8 +271,10 @@ def _upsert(postgresql: bool, table: Table, recount: bool) -> str:
 @functools.cache
 def _upsert_json(tables: tuple[Table, ...]) -> str:
     """On PostgreSQL, the upserts of these kept tables as one statement, each table's rows
-    given as one JSON parameter. Every commit writes the tables in the same order, each
-    one's rows in key order, as separate upserts would."""
+    given as one JSON parameter (in key order). PostgreSQL runs the last INSERT first,
+    then the WITH parts from the last to the first: whichever tables changed, every
+    commit writes them in one order (``KEPT_TABLES`` reversed), so two commits that
+    wait for each other's count rows never wait in a cycle."""
     from sqlalchemy.dialects import postgresql
 
     dialect = postgresql.dialect()
