@@ -60,17 +60,21 @@ def _postgres_server_url() -> str:
     return os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
 
 
+def _admin_engine() -> Engine:
+    """An engine on the test server's own database, for creating and dropping others."""
+    return create_engine(make_url(_postgres_server_url()), isolation_level="AUTOCOMMIT")
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A brand-new PostgreSQL database for this test run, dropped at the end."""
-    server_url = make_url(_postgres_server_url())
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    admin = _admin_engine()
     try:
         with admin.connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as exc:
         reason = (
-            f"PostgreSQL not reachable at {server_url.render_as_string(hide_password=True)}: {exc.__class__.__name__}"
+            f"PostgreSQL not reachable at {admin.url.render_as_string(hide_password=True)}: {exc.__class__.__name__}"
         )
         admin.dispose()
         if os.environ.get("REQUIRE_POSTGRES") == "1":
@@ -118,7 +122,7 @@ def database_url(request, tmp_path_factory) -> str:
 @pytest.fixture
 def empty_postgres_url(postgres_url) -> Iterator[str]:
     """Another PostgreSQL database of the test's own, with no tables (dropped after it)."""
-    admin = create_engine(make_url(_postgres_server_url()), isolation_level="AUTOCOMMIT")
+    admin = _admin_engine()
     try:
         with _new_database(admin, "fetchfleet_empty") as url:
             yield url
