@@ -9,6 +9,8 @@ tasks whose target changed).
 Each item remembers a hash of the row it was last imported from (its exact values, the
 header, the sites it was read against): a re-imported row with the same hash is known
 unchanged without parsing it, which is most of a nightly re-import of a whole inventory.
+The database compares those hashes, a chunk in one statement, so such rows are not even
+fetched.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import collections
 import csv
 import hashlib
+import itertools
 import json
 import re
 import urllib.parse
@@ -522,6 +525,10 @@ def _write_chunk(
     session: Session, pending: list[_Pending], reading: _Reading, import_id: str, now: datetime
 ) -> _ChunkOutcome:
     outcome = _ChunkOutcome()
+    unchanged = _mark_unchanged(session, pending, import_id)
+    outcome.unchanged = len(unchanged)
+    if unchanged:
+        pending = [row for row in pending if row.line not in unchanged]
     existing = _existing(session, sorted({row.key for row in pending if row.key is not None}))
     #: key -> (line, content hash) of the rows of this chunk so far
     seen_here: dict[str, tuple[int, str]] = {}
@@ -536,16 +543,6 @@ def _write_chunk(
             outcome.rejected.append(RowError(waiting.line, waiting.error))
             continue
         stored = existing.get(waiting.key)
-        if (
-            stored is not None
-            and stored.row_hash == waiting.row_hash
-            and stored.import_id != import_id
-            and waiting.key not in seen_here
-        ):  # the very row that was stored: unchanged, nothing to parse
-            outcome.unchanged += 1
-            touched.append((stored.id, waiting.line))
-            seen_here[waiting.key] = (waiting.line, stored.content_hash)
-            continue
         try:
             row = _parse_row(waiting, reading)
         except RowRejected as exc:
@@ -588,6 +585,63 @@ def _write_chunk(
         update_rows(session, PreparedRows(ITEMS, ("id", "row_hash"), reworded), by="id")
     session.commit()
     return outcome
+
+
+def _mark_unchanged(session: Session, pending: list[_Pending], import_id: str) -> set[int]:
+    """The lines of the rows that are the very text their item was stored from: marked as
+    read by this import in the database itself, which compares the row hashes, so none of
+    them is fetched or parsed (most rows of a nightly re-import).
+
+    Only a key's first row in the chunk is asked about, and an item this import already
+    read is left alone: a repeated key is then judged row by row, against the line it
+    was first read on."""
+    first: dict[str, _Pending] = {}
+    for row in pending:
+        if row.row_hash and row.key not in first:
+            first[row.key] = row
+    if not first:
+        return set()
+    asked = [(row.key, row.row_hash, row.line) for row in first.values()]
+    connection = session.connection()
+    if is_postgresql(session):
+        keys, hashes, lines = (list(column) for column in zip(*asked, strict=True))
+        result = connection.exec_driver_sql(MARK_UNCHANGED_POSTGRESQL, (import_id, keys, hashes, lines))
+        return {line for (line,) in result}
+    marked: set[int] = set()
+    for start in range(0, len(asked), MARK_UNCHANGED_SQLITE_ROWS):
+        some = asked[start : start + MARK_UNCHANGED_SQLITE_ROWS]
+        statement = MARK_UNCHANGED_SQLITE.format(", ".join(["(?, ?, ?)"] * len(some)))
+        result = connection.exec_driver_sql(statement, (*itertools.chain.from_iterable(some), import_id))
+        marked.update(line for (line,) in result)
+    return marked
+
+
+_MARK_UNCHANGED = (
+    "INSERT INTO item_imports (item_id, import_id, import_line) "
+    "SELECT stored.id, {import_id}, given.line FROM {given} CROSS JOIN {stored} "
+    "WHERE true "  # SQLite: an INSERT ... SELECT's ON CONFLICT needs a WHERE before it
+    "ON CONFLICT (item_id) DO UPDATE SET import_id = excluded.import_id, import_line = excluded.import_line "
+    "WHERE item_imports.import_id <> excluded.import_id "
+    "RETURNING item_imports.import_line"
+)
+#: SQLite: the rows asked about as a VALUES list (faster here than JSON), in statements
+#: of at most this many rows (three parameters each; SQLite takes at most 32,766).
+#: CROSS JOIN: SQLite reads the given rows first and looks each key up in the index.
+MARK_UNCHANGED_SQLITE_ROWS = 10_000
+MARK_UNCHANGED_SQLITE = "WITH given(key, row_hash, line) AS (VALUES {}) " + _MARK_UNCHANGED.format(
+    import_id="?",
+    given="given",
+    stored="items AS stored ON stored.key = given.key AND stored.row_hash = given.row_hash",
+)
+#: PostgreSQL: the rows asked about as arrays. A lateral lookup (LIMIT 1 keeps the
+#: planner from flattening it) goes through the key's index for each row; as a plain
+#: join PostgreSQL took the arrays for few rows and hashed all of ``items`` instead.
+MARK_UNCHANGED_POSTGRESQL = _MARK_UNCHANGED.format(
+    import_id="%s",
+    given="unnest(%s::varchar[], %s::varchar[], %s::bigint[]) AS given(key, row_hash, line)",
+    stored="LATERAL (SELECT items.id FROM items WHERE items.key = given.key AND items.row_hash = given.row_hash "
+    "LIMIT 1) AS stored",
+)
 
 
 def _insert_new(session: Session, rows: list[_Row], import_id: str, now: datetime) -> int:

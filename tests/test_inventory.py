@@ -183,6 +183,24 @@ def test_a_reimport_knows_a_row_by_its_exact_text_and_still_catches_what_changed
     assert report.updated == 1 and items(session)["a"].row_hash not in (again["a"][0], None)
 
 
+@pytest.mark.parametrize("chunk_rows", [1, 10])
+def test_a_repeated_key_is_judged_in_file_order_whichever_copy_is_the_stored_text(session, chunk_rows):
+    """Stored rows are recognised all at once per chunk, but a key's copies are still
+    judged in the order of the file: the first copy wins, a later one with other values
+    is refused naming it, and the very same row twice is harmless."""
+    run_import(session, "key,query,title\na,cats,Cats\nb,dogs,Dogs\n")
+
+    # the changed copy comes first: it is applied, and the stored text after it is refused
+    report = run_import(session, "key,query,title\na,cats,Kittens\na,cats,Cats\n", chunk_rows=chunk_rows)
+    assert (report.updated, report.unchanged, report.rejected) == (1, 0, 1)
+    assert report.errors[0].line == 3 and "already used on line 2" in report.errors[0].reason
+    assert items(session)["a"].title == "Kittens"
+
+    # the stored text twice, around another key: both unchanged, nothing refused
+    report = run_import(session, "key,query,title\nb,dogs,Dogs\na,cats,Kittens\nb,dogs,Dogs\n", chunk_rows=chunk_rows)
+    assert (report.added, report.updated, report.unchanged, report.rejected) == (0, 0, 3, 0)
+
+
 def test_a_row_the_sites_no_longer_accept_is_rejected_on_reimport(app_factory):
     """The sites a row was read against are part of what is remembered: a row stored
     while a site matched its URL is judged again when the sites change."""
