@@ -257,6 +257,22 @@ def test_invalid_utf8_mid_file_rejects_that_row_and_keeps_every_other(session):
     assert set(items(session)) == {"query:cats", "query:dogs", "query:fish"}
 
 
+def test_an_upload_that_breaks_off_keeps_the_rows_before_it_and_says_where(session):
+    """Lines are read many at once: a stream failing among them still has every row
+    before the failure imported, and the report names the last line read."""
+
+    def dropped_upload():
+        yield b"query\n"
+        for n in range(2, 2501):
+            yield f"q{n}\n".encode()
+        raise OSError("connection reset by peer")
+
+    report = import_inventory(session, dropped_upload(), sites=context.sites(), chunk_rows=1000)
+    assert (report.added, report.rejected) == (2499, 0)
+    assert report.aborted == "the file ended early after line 2500: connection reset by peer"
+    assert len(items(session)) == 2499
+
+
 BROKEN_CSV = [
     # (what, file, rejected lines, keys imported)
     ("unterminated quote", 'query,title\ncats,"never closed\ndogs,ok\nfish,ok\n', [2], ["dogs", "fish"]),
