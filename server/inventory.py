@@ -769,10 +769,17 @@ def _insert_new(session: Session, rows: list[_Row], import_id: str, now: datetim
 
 def _new_item_ids(session: Session, n: int) -> list[int]:
     if is_postgresql(session):
-        sequence = text("SELECT nextval(pg_get_serial_sequence('items', 'id')) FROM generate_series(1, :n)")
-        return list(session.scalars(sequence, {"n": n}))
+        return list(session.scalars(NEW_ITEM_IDS_POSTGRESQL, {"n": n}))
     highest = session.scalar(select(func.coalesce(func.max(ITEMS.c.id), 0)))
     return list(range(highest + 1, highest + 1 + n))
+
+
+#: The sequence is looked up once (MATERIALIZED), not once per id: that took five times
+#: as long as handing out the ids.
+NEW_ITEM_IDS_POSTGRESQL = text(
+    "WITH sequence AS MATERIALIZED (SELECT CAST(pg_get_serial_sequence('items', 'id') AS regclass) AS name) "
+    "SELECT nextval(sequence.name) FROM sequence, generate_series(1, :n)"
+)
 
 
 def _mark_seen(session: Session, touched: list[tuple[int, int]], import_id: str) -> None:
