@@ -688,25 +688,26 @@ def _mark_unchanged(session: Session, pending: list[_Pending], import_id: str) -
     Only a key's first row in the chunk is asked about, and an item this import already
     read is left alone: a repeated key is then judged row by row, against the line it
     was first read on."""
-    first: dict[str, _Pending] = {}
-    for row in pending:
-        if row.row_hash and row.key not in first:
-            first[row.key] = row
+    # a key's first row: the last one written, going backwards
+    first = [*{row.key: row for row in reversed(pending) if row.row_hash}.values()]
     if not first:
         return set()
-    asked = [(row.key, row.row_hash, row.line) for row in first.values()]
-    connection = session.connection()
-    if is_postgresql(session):
-        keys, hashes, lines = (list(column) for column in zip(*asked, strict=True))
-        result = connection.exec_driver_sql(MARK_UNCHANGED_POSTGRESQL, (import_id, keys, hashes, lines))
-        return {line for (line,) in result}
-    marked: set[int] = set()
-    for start in range(0, len(asked), MARK_UNCHANGED_SQLITE_ROWS):
-        some = asked[start : start + MARK_UNCHANGED_SQLITE_ROWS]
-        statement = MARK_UNCHANGED_SQLITE.format(", ".join(["(?, ?, ?)"] * len(some)))
-        result = connection.exec_driver_sql(statement, (*itertools.chain.from_iterable(some), import_id))
-        marked.update(line for (line,) in result)
-    return marked
+    cursor = session.connection().connection.cursor()  # the driver's: a plain tuple per line
+    try:
+        if is_postgresql(session):
+            asked = ([row.key for row in first], [row.row_hash for row in first], [row.line for row in first])
+            cursor.execute(MARK_UNCHANGED_POSTGRESQL, (import_id, *asked))
+            return {line for (line,) in cursor.fetchall()}
+        marked: set[int] = set()
+        for start in range(0, len(first), MARK_UNCHANGED_SQLITE_ROWS):
+            some = first[start : start + MARK_UNCHANGED_SQLITE_ROWS]
+            statement = MARK_UNCHANGED_SQLITE.format(", ".join(["(?, ?, ?)"] * len(some)))
+            values = [value for row in some for value in (row.key, row.row_hash, row.line)]
+            cursor.execute(statement, [*values, import_id])
+            marked.update(line for (line,) in cursor.fetchall())
+        return marked
+    finally:
+        cursor.close()
 
 
 _MARK_UNCHANGED = (
