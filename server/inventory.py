@@ -237,43 +237,52 @@ def _import(
         if on_error is not None:
             on_error(error)
 
+    for chunk in _chunks(lines, reading, chunk_rows, report):
+        _store_chunk(session, chunk, reading, report, reject, now or utcnow())
+        garbage.chunk_done()
+    if report.added >= ANALYZE_AFTER_ADDED and is_postgresql(session):
+        _refresh_statistics(session)
+    return report
+
+
+def _chunks(lines: _RowLines, reading: _Reading, chunk_rows: int, report: ImportReport) -> Iterator[list[_Pending]]:
+    """The file's rows as read, not yet judged, ``chunk_rows`` at a time. A block of
+    lines that are each one whole row is read at once; anything else row by row. A
+    stream that fails ends them, ``report.aborted`` saying where."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
     chunk: list[_Pending] = []
     reader = _reader(lines)
     while True:
         if len(chunk) >= chunk_rows:
-            _store_chunk(session, chunk, reading, report, reject, now or utcnow())
+            yield chunk
             chunk = []
-            garbage.chunk_done()
         plain = lines.plain_rows(min(chunk_rows - len(chunk), PLAIN_BLOCK_LINES))
         if plain is not None:
             first_line, rows = plain
             if not rows:
                 break  # the end of the file
             chunk += reading.pending_rows(rows, first_line)
-        else:  # row by row, each line on its own
-            lines.start_row()
-            try:
-                values = next(reader)
-            except StopIteration:
-                break
-            except (csv.Error, BrokenRow) as exc:
-                # The row is rejected at its first line; whatever it swallowed after that
-                # (an unterminated quote runs to the end of the file) is read again as rows.
-                chunk.append(_Pending(lines.row_start, None, error=f"malformed CSV: {exc}"))
-                lines.replay_after_first()
-                reader = _reader(lines)
-                continue
-            except UploadEnded as exc:
-                report.aborted = str(exc)
-                break
-            if not "".join(values).strip():
-                continue  # blank line
+            continue
+        lines.start_row()
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except (csv.Error, BrokenRow) as exc:
+            # The row is rejected at its first line; whatever it swallowed after that
+            # (an unterminated quote runs to the end of the file) is read again as rows.
+            chunk.append(_Pending(lines.row_start, None, error=f"malformed CSV: {exc}"))
+            lines.replay_after_first()
+            reader = _reader(lines)
+            continue
+        except UploadEnded as exc:
+            report.aborted = str(exc)
+            break
+        if "".join(values).strip():  # else a blank line
             chunk.append(reading.pending(values, lines.row_start))
     if chunk:
-        _store_chunk(session, chunk, reading, report, reject, now or utcnow())
-    if report.added >= ANALYZE_AFTER_ADDED and is_postgresql(session):
-        _refresh_statistics(session)
-    return report
+        yield chunk
 
 
 #: Rows added by one import past which PostgreSQL is asked to look at the tables again.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from common.states import TaskState
@@ -15,6 +17,7 @@ from server.errors import InvalidInput
 from server.extensions import db
 from server.inventory import import_inventory
 from server.models import Item, Task
+from server.sites import SiteRegistry
 
 
 def run_import(session, text: str, chunk_rows: int = 1000):
@@ -273,6 +276,66 @@ def test_an_upload_that_breaks_off_keeps_the_rows_before_it_and_says_where(sessi
     assert len(items(session)) == 2499
 
 
+class _RowByRow(inventory._RowLines):
+    """The reader with every line read on its own, as before lines were read in blocks."""
+
+    def plain_rows(self, most: int) -> None:
+        return None
+
+
+def _read(data: bytes, lines_kind: type, chunk_rows: int) -> tuple[list, str | None]:
+    lines = lines_kind(io.BytesIO(data))
+    reading = inventory._Reading(inventory._read_header(lines), SiteRegistry())
+    report = inventory.ImportReport(import_id="x")
+    rows = [
+        (row.line, row.values, row.key, row.row_hash, row.error)
+        for chunk in inventory._chunks(lines, reading, chunk_rows, report)
+        for row in chunk
+    ]
+    return rows, report.aborted
+
+
+#: Lines a file may hold: plain rows, quoted ones, a quoted field running over lines, a
+#: quote never closed, stray quotes, CRLF, a bare CR, NUL, bytes that are not UTF-8,
+#: blank lines, too many fields.
+CSV_LINES = st.one_of(
+    st.sampled_from(
+        [
+            b"k1,cats,Cats\n",
+            b'k2,"dogs, big",Dogs\n',
+            b'k3,fish,"two\nlines"\n',
+            b'k3,fish,"two\n',
+            b'lines"\n',
+            b'"never closed\n',
+            b'k4,"a"b,x\n',
+            b'k5,"say ""hi""",x\n',
+            b"k6,cows,Cows\r\n",
+            b"k7,a\rb,x\n",
+            b"k8,nul\x00here,x\n",
+            b"k9,b\xe9te,x\n",
+            b"\n",
+            b"  ,  \n",
+            b"k10,q,t,extra\n",
+        ]
+    ),
+    st.text(alphabet='ab,"\r \x00\u00e9', max_size=10).map(lambda text: text.encode() + b"\n"),
+    st.binary(max_size=6).map(lambda raw: raw + b"\n"),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.lists(CSV_LINES, max_size=40), chunk_rows=st.integers(1, 8), last_newline=st.booleans())
+def test_reading_lines_in_blocks_gives_the_rows_reading_them_one_by_one_gives(body, chunk_rows, last_newline):
+    """Lines are read many at once where each is one whole row; whatever else a file
+    holds must come out as reading every line on its own made it: the same rows, values,
+    keys, hashes and errors, on the same lines."""
+    data = b"key,query,title\n" + b"".join(body)
+    if not last_newline:
+        data = data.removesuffix(b"\n")
+    for chunk_rows_here in (chunk_rows, 1000):
+        assert _read(data, inventory._RowLines, chunk_rows_here) == _read(data, _RowByRow, chunk_rows_here)
+
+
 BROKEN_CSV = [
     # (what, file, rejected lines, keys imported)
     ("unterminated quote", 'query,title\ncats,"never closed\ndogs,ok\nfish,ok\n', [2], ["dogs", "fish"]),
@@ -296,6 +359,18 @@ def test_broken_csv_rejects_the_affected_rows_with_their_lines_and_keeps_the_res
     assert [error.line for error in report.errors] == rejected, report.errors
     assert report.rejected == len(rejected) and report.added == len(imported)
     assert sorted(items(session)) == sorted(f"query:{query}" for query in imported)
+
+
+def test_a_row_too_long_in_fields_each_within_the_csv_limit_is_refused(session):
+    """Each field is under the csv module's own limit, the row is over ours: refused as
+    a runaway row, also when its line is read in a block with others."""
+    columns = [f"c{n}" for n in range(11)]
+    row = ",".join(["x" * 100_000] * len(columns))
+    text = f"query,{','.join(columns)}\ncats,{row}\ndogs{',' * len(columns)}\n"
+    report = import_inventory(session, io.BytesIO(text.encode()), sites=context.sites(), chunk_rows=1000)
+    assert [error.line for error in report.errors] == [2]
+    assert f"longer than {inventory.MAX_ROW_CHARACTERS} characters" in report.errors[0].reason
+    assert sorted(items(session)) == ["query:dogs"]
 
 
 def test_query_whitespace_is_normalized_into_the_derived_key(session):
