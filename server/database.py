@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, Table, Text, any_, bindparam, cast, event, func, literal_column, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, scoped_session
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.types import TypeDecorator
@@ -330,9 +331,14 @@ def copy_rows(session: Session, rows: PreparedRows) -> None:
     connection = session.connection()
     quote = connection.dialect.identifier_preparer.quote
     cursor = connection.connection.driver_connection.cursor()
-    with cursor.copy(f"COPY {quote(rows.table.name)} ({', '.join(map(quote, rows.columns))}) FROM STDIN") as copy:
-        for row in rows.values:
-            copy.write_row(row)
+    statement = f"COPY {quote(rows.table.name)} ({', '.join(map(quote, rows.columns))}) FROM STDIN"
+    try:
+        with cursor.copy(statement) as copy:
+            for row in rows.values:
+                copy.write_row(row)
+    except connection.dialect.dbapi.IntegrityError as error:
+        # the driver's own error, raised past SQLAlchemy: made the one callers catch
+        raise IntegrityError(statement, None, error) from error
 
 
 @functools.cache

@@ -21,6 +21,7 @@ import gc
 import hashlib
 import itertools
 import json
+import operator
 import re
 import urllib.parse
 import uuid
@@ -678,6 +679,7 @@ def _write_chunk(
     if new_rows:
         outcome.added = _insert_new(session, new_rows, import_id, now)
     if changed:
+        changed.sort(key=lambda change: change[0].id)  # items locked in id order by every import
         _apply_changes(session, changed, now)
         outcome.updated = len(changed)
         touched += [(stored.id, row.line) for stored, row in changed]
@@ -698,12 +700,13 @@ def _mark_unchanged(session: Session, pending: list[_Pending], import_id: str) -
     read is left alone: a repeated key is then judged row by row, against the line it
     was first read on."""
     # a key's first row: the last one written, going backwards
-    first = [*{row.key: row for row in reversed(pending) if row.row_hash}.values()]
+    first = [*{row.key: row for row in reversed(pending) if row.row_hash and row.key is not None}.values()]
     if not first:
         return set()
     cursor = session.connection().connection.cursor()  # the driver's: a plain tuple per line
     try:
         if is_postgresql(session):
+            first.sort(key=_by_key)  # rows locked in one order by every import: no deadlock
             asked = ([row.key for row in first], [row.row_hash for row in first], [row.line for row in first])
             cursor.execute(MARK_UNCHANGED_POSTGRESQL, (import_id, *asked))
             return {line for (line,) in cursor.fetchall()}
@@ -717,6 +720,9 @@ def _mark_unchanged(session: Session, pending: list[_Pending], import_id: str) -
         return marked
     finally:
         cursor.close()
+
+
+_by_key = operator.attrgetter("key")
 
 
 _MARK_UNCHANGED = (
@@ -761,8 +767,11 @@ def _insert_new(session: Session, rows: list[_Row], import_id: str, now: datetim
         for site, url in row.targets.items()
     ]
     # PostgreSQL: COPY, the fastest way in (a key another import added meanwhile fails the
-    # chunk, which is then read again: see ``_store_chunk``)
+    # chunk, which is then read again: see ``_store_chunk``). Keys go in one order in every
+    # import, so two adding the same keys wait for each other instead of deadlocking.
     load = copy_rows if is_postgresql(session) else insert_rows
+    if is_postgresql(session):
+        items.sort(key=operator.itemgetter("key"))
     load(session, prepare_rows(session, ITEMS, items))
     load(session, prepare_rows(session, TASKS, tasks))
     if is_postgresql(session):  # a sequence never hands out an id twice: nothing to replace
@@ -796,7 +805,7 @@ def _mark_seen(session: Session, touched: list[tuple[int, int]], import_id: str)
     """This import read these items' rows, on these lines: a later row of the file with
     the same key and other values is then refused, naming the line."""
     if is_postgresql(session):
-        ids, lines = zip(*touched, strict=True)
+        ids, lines = zip(*sorted(touched), strict=True)  # locked in id order by every import
         session.execute(MARK_SEEN_POSTGRESQL, {"import_id": import_id, "ids": list(ids), "lines": list(lines)})
         return
     session.connection().exec_driver_sql(MARK_SEEN_SQLITE, [(item_id, import_id, line) for item_id, line in touched])

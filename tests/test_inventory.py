@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import pytest
 from hypothesis import given, settings
@@ -202,6 +203,50 @@ def test_a_repeated_key_is_judged_in_file_order_whichever_copy_is_the_stored_tex
     # the stored text twice, around another key: both unchanged, nothing refused
     report = run_import(session, "key,query,title\nb,dogs,Dogs\na,cats,Kittens\nb,dogs,Dogs\n", chunk_rows=chunk_rows)
     assert (report.added, report.updated, report.unchanged, report.rejected) == (0, 0, 3, 0)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite has one writer at a time
+@pytest.mark.parametrize("files_hold", ["new keys", "the stored rows", "changed rows"])
+def test_two_imports_at_once_of_the_same_keys_in_opposite_orders_both_finish(app, session, files_hold):
+    """Imports lock what they write (new keys, the marks of items read, changed items):
+    two imports of the same keys, one file the other reversed, must not take those locks
+    in opposite orders and end in a deadlock (an import failing, a 500 over HTTP)."""
+    count = 3000
+    if files_hold != "new keys":
+        assert run_import(session, "key,query\n" + "".join(f"k{n},q{n}\n" for n in range(count))).added == count
+    titles = ("A", "B") if files_hold == "changed rows" else ("", "")
+    rows = [[f"k{n},q{n},{title}\n" for n in range(count)] for title in titles]
+    files = ["key,query,title\n" + "".join(rows[0]), "key,query,title\n" + "".join(reversed(rows[1]))]
+    db.session.remove()
+    reports: list = [None, None]
+    failures: list[Exception] = []
+    start = threading.Barrier(2)
+
+    def import_one(which: int) -> None:
+        with app.app_context():
+            try:
+                start.wait()
+                reports[which] = run_import(db.session, files[which], chunk_rows=5000)
+            except Exception as problem:
+                failures.append(problem)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=import_one, args=(which,)) for which in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []
+    assert all(report.rejected == 0 for report in reports)
+    if files_hold == "new keys":  # one adds them, the other then finds them as it would write them
+        assert sorted(report.added for report in reports) == [0, count]
+        assert all(report.added + report.unchanged == count for report in reports)
+    elif files_hold == "the stored rows":
+        assert [report.unchanged for report in reports] == [count, count]
+    else:
+        assert [report.updated for report in reports] == [count, count]
+    assert len(items(session)) == count
 
 
 def test_a_row_the_sites_no_longer_accept_is_rejected_on_reimport(app_factory):
