@@ -240,6 +240,7 @@ def _import(
 
     for chunk in _chunks(lines, reading, chunk_rows, report):
         _store_chunk(session, chunk, reading, report, reject, now or utcnow())
+        chunk.clear()  # its rows freed now, not kept alive through the collection below
         garbage.chunk_done()
     if report.added >= ANALYZE_AFTER_ADDED and is_postgresql(session):
         _refresh_statistics(session)
