@@ -351,14 +351,14 @@ class _RowLines:
         files, most of the way, read without a Python call per line. Otherwise None, and
         the lines wait to be read row by row (with what a broken row needs). Ask only
         between rows; an empty list is the end of the file."""
-        if self._replay or isinstance(self._stream, _failing):
+        if self._replay or isinstance(self._stream, _FailedStream):
             return None
         first = self._count + 1
         block: list[str | bytes] = []
         try:
             block.extend(itertools.islice(self._stream, most))
         except (OSError, ValueError) as exc:  # read row by row up to here, then reported
-            self._stream = _failing(exc)
+            self._stream = _FailedStream(exc)
         self._count += len(block)
         if not block:
             return first, []
@@ -366,7 +366,7 @@ class _RowLines:
             text = block if isinstance(block[0], str) else list(map(bytes.decode, block))
             if max(map(len, text)) <= MAX_ROW_CHARACTERS:
                 rows = list(csv.reader(text, strict=True))
-                if len(rows) == len(block) and not isinstance(self._stream, _failing):
+                if len(rows) == len(block) and not isinstance(self._stream, _FailedStream):
                     return first, rows
         except (UnicodeDecodeError, csv.Error):
             pass
@@ -405,7 +405,7 @@ class _RowLines:
         return line
 
 
-class _failing:
+class _FailedStream:
     """A stream that failed: it fails again when read past the lines that came before."""
 
     def __init__(self, error: Exception):
