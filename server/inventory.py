@@ -194,8 +194,25 @@ def import_inventory(
 
     Header problems raise InvalidInput before anything is written.
     """
+    report = ImportReport(import_id=str(uuid.uuid4()))
+    lines = _RowLines(stream)
+    reading = _Reading(_read_header(lines), sites)
+
+    def reject(error: RowError) -> None:
+        report.rejected += 1
+        if len(report.errors) < MAX_REPORTED_ERRORS:
+            report.errors.append(error)
+        if on_error is not None:
+            on_error(error)
+
     with _GarbageOfOneChunk() as garbage:
-        return _import(session, stream, sites, chunk_rows, on_error, now, garbage)
+        for chunk in _chunks(lines, reading, chunk_rows, report):
+            _store_chunk(session, chunk, reading, report, reject, now or utcnow())
+            chunk.clear()  # its rows freed now, not kept alive through the collection below
+            garbage.chunk_done()
+    if report.added >= ANALYZE_AFTER_ADDED and is_postgresql(session):
+        _refresh_statistics(session)
+    return report
 
 
 class _GarbageOfOneChunk:
@@ -216,35 +233,6 @@ class _GarbageOfOneChunk:
     def __exit__(self, *exc_info: object) -> None:
         if self._was_enabled:
             gc.enable()
-
-
-def _import(
-    session: Session,
-    stream: IO,
-    sites: SiteRegistry,
-    chunk_rows: int,
-    on_error: Callable[[RowError], None] | None,
-    now: datetime | None,
-    garbage: _GarbageOfOneChunk,
-) -> ImportReport:
-    report = ImportReport(import_id=str(uuid.uuid4()))
-    lines = _RowLines(stream)
-    reading = _Reading(_read_header(lines), sites)
-
-    def reject(error: RowError) -> None:
-        report.rejected += 1
-        if len(report.errors) < MAX_REPORTED_ERRORS:
-            report.errors.append(error)
-        if on_error is not None:
-            on_error(error)
-
-    for chunk in _chunks(lines, reading, chunk_rows, report):
-        _store_chunk(session, chunk, reading, report, reject, now or utcnow())
-        chunk.clear()  # its rows freed now, not kept alive through the collection below
-        garbage.chunk_done()
-    if report.added >= ANALYZE_AFTER_ADDED and is_postgresql(session):
-        _refresh_statistics(session)
-    return report
 
 
 def _chunks(lines: _RowLines, reading: _Reading, chunk_rows: int, report: ImportReport) -> Iterator[list[_Pending]]:
@@ -770,12 +758,13 @@ def _insert_new(session: Session, rows: list[_Row], import_id: str, now: datetim
     # PostgreSQL: COPY, the fastest way in (a key another import added meanwhile fails the
     # chunk, which is then read again: see ``_store_chunk``). Keys go in one order in every
     # import, so two adding the same keys wait for each other instead of deadlocking.
-    load = copy_rows if is_postgresql(session) else insert_rows
-    if is_postgresql(session):
+    postgresql = is_postgresql(session)
+    load = copy_rows if postgresql else insert_rows
+    if postgresql:
         items.sort(key=operator.itemgetter("key"))
     load(session, prepare_rows(session, ITEMS, items))
     load(session, prepare_rows(session, TASKS, tasks))
-    if is_postgresql(session):  # a sequence never hands out an id twice: nothing to replace
+    if postgresql:  # a sequence never hands out an id twice: nothing to replace
         marks = [(item_id, import_id, row.line) for row, item_id in zip(rows, ids, strict=True)]
         copy_rows(session, PreparedRows(ITEM_IMPORTS, ("item_id", "import_id", "import_line"), marks))
     else:  # ids follow the highest: a deleted item's id comes again, and its mark is replaced
